@@ -1,0 +1,41 @@
+# make run: everything set up, then all five components in the foreground (Ctrl-C stops them).
+# make test: the same set-up, then the whole test suite against real Postgres and RabbitMQ.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+ENV := scripts/with-env
+
+.PHONY: run test lint setup infra db clean
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV) || { \
+	  echo "python venv is missing: apt-get install python3-venv"; exit 1; }
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	@touch $@
+
+setup: $(VENV)/.installed
+
+.env:
+	@scripts/dev-env
+
+infra: .env
+	@$(ENV) scripts/ensure-infra
+
+db: setup infra
+	$(ENV) python -m services.bootstrap
+
+run: db
+	$(ENV) honcho start --env /dev/null --procfile Procfile
+
+test: setup infra
+	@$(ENV) scripts/ensure-compose-parser
+	$(ENV) ruff check .
+	$(ENV) python -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(ENV) ruff check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,68 @@
+"""The route table: which service serves a path, and who may call it (contract §4).
+
+First match wins, so the narrower patterns come first. Paths are matched on the raw (still
+percent-encoded) path that is forwarded, so what is checked is exactly what the service sees.
+"""
+
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Access(StrEnum):
+    PUBLIC = "public"
+    USER = "user"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class Route:
+    pattern: re.Pattern[str]
+    service: str | None  # None: nobody serves it, answered 404 once access is checked
+    access: Access
+    public_methods: frozenset[str] = field(default_factory=frozenset)
+    streaming: bool = False
+
+    def needs_token(self, method: str) -> bool:
+        return self.access is not Access.PUBLIC and method not in self.public_methods
+
+
+def _route(
+    pattern: str,
+    service: str | None,
+    access: Access,
+    public_methods: tuple[str, ...] = (),
+    streaming: bool = False,
+) -> Route:
+    return Route(re.compile(pattern), service, access, frozenset(public_methods), streaming)
+
+
+_ID = r"[^/]+"
+READ = ("GET", "HEAD")
+
+ROUTES: tuple[Route, ...] = (
+    _route(r"^/api/users/(register|login)$", "auth", Access.PUBLIC),
+    _route(r"^/api/admin/login$", "auth", Access.PUBLIC),
+    _route(r"^/api/users(/.*)?$", "auth", Access.USER),
+    _route(rf"^/api/admin/orders/{_ID}/tracking$", "tracking", Access.ADMIN),
+    _route(r"^/api/admin/(products|orders)(/.*)?$", "orders", Access.ADMIN),
+    _route(r"^/api/admin(/.*)?$", None, Access.ADMIN),
+    _route(rf"^/api/products(/{_ID})?$", "orders", Access.USER, public_methods=READ),
+    _route(r"^/api/addresses(/.*)?$", "orders", Access.USER),
+    _route(rf"^/api/orders/{_ID}/tracking$", "tracking", Access.USER),
+    _route(r"^/api/orders(/.*)?$", "orders", Access.USER),
+    _route(r"^/api/notifications/stream$", "notifications", Access.USER, streaming=True),
+    _route(r"^/api/notifications(/.*)?$", "notifications", Access.USER),
+)
+
+# Dot segments and encoded slashes could make a service see another path than the one matched.
+_AMBIGUOUS_PATH = re.compile(r"(^|/)\.\.?(/|$)|%2[eEfF]|%5[cC]|\\")
+
+
+def match_route(raw_path: str) -> Route | None:
+    if _AMBIGUOUS_PATH.search(raw_path):
+        return None
+    for route in ROUTES:
+        if route.pattern.match(raw_path):
+            return route
+    return None

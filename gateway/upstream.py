@@ -1,0 +1,158 @@
+"""Calls from the gateway to the services: token validation, proxying, readiness.
+
+One pooled keep-alive ClientSession serves them all. Every call carries the request id and a
+freshly signed identity bound to that call's method and path.
+"""
+
+from uuid import UUID
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from gateway.routes import Route
+from gateway.settings import GatewaySettings
+from shopkit import errors
+from shopkit.identity import IDENTITY_HEADER, Identity, Role, sign_identity
+from shopkit.web import REQUEST_ID_HEADER, request_id
+
+HTTP_KEY = web.AppKey("http", aiohttp.ClientSession)
+SETTINGS_KEY = web.AppKey("gateway_settings", GatewaySettings)
+
+VALIDATE_PATH = "/internal/sessions/validate"
+
+# Never forwarded in either direction (RFC 9110 §7.6.1), nor anything a Connection header names:
+# a client must not be able to make the gateway drop or pass a header by listing it there.
+HOP_BY_HOP = frozenset(
+    h.lower()
+    for h in (
+        "Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "TE",
+        "Trailer", "Transfer-Encoding", "Upgrade", "Proxy-Connection",
+    )
+)
+# Set by the gateway alone: whatever a client sends under these names is dropped.
+GATEWAY_OWNED = frozenset(
+    h.lower()
+    for h in (
+        "Host", "Content-Length", "Authorization", IDENTITY_HEADER, REQUEST_ID_HEADER,
+        "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Real-Ip", "Forwarded",
+    )
+)
+
+
+def _connection_listed(headers: CIMultiDictProxy[str]) -> set[str]:
+    return {
+        name.strip().lower()
+        for value in headers.getall("Connection", [])
+        for name in value.split(",")
+    }
+
+
+def upstream_request_headers(request: web.Request, caller: Identity, secret: bytes) -> CIMultiDict:
+    dropped = HOP_BY_HOP | GATEWAY_OWNED | _connection_listed(request.headers)
+    headers = CIMultiDict(
+        (name, value) for name, value in request.headers.items() if name.lower() not in dropped
+    )
+    headers[REQUEST_ID_HEADER] = request_id(request)
+    headers[IDENTITY_HEADER] = sign_identity(
+        caller, secret, request.method, request.rel_url.raw_path
+    )
+    if caller.client_address:
+        headers["X-Forwarded-For"] = caller.client_address
+    return headers
+
+
+def response_headers(upstream: aiohttp.ClientResponse) -> CIMultiDict:
+    dropped = HOP_BY_HOP | {"content-length", "date", "server"} | _connection_listed(
+        upstream.headers
+    )
+    return CIMultiDict(
+        (name, value) for name, value in upstream.headers.items() if name.lower() not in dropped
+    )
+
+
+def client_address(request: web.Request, settings: GatewaySettings) -> str:
+    if settings.trust_forwarded_for:
+        forwarded = request.headers.get("X-Forwarded-For", "").split(",")[0].strip()
+        if forwarded:
+            return forwarded
+    return request.remote or "unknown"
+
+
+async def authenticate(request: web.Request, address: str) -> Identity:
+    """Asks auth whose bearer token this is: the caller's identity, or 401 / 503."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise errors.Unauthorized()
+    settings = request.app[SETTINGS_KEY]
+    anonymous = Identity(Role.ANONYMOUS, client_address=address)
+    headers = {
+        REQUEST_ID_HEADER: request_id(request),
+        IDENTITY_HEADER: sign_identity(
+            anonymous, settings.identity_secret.get_secret_value().encode(), "POST", VALIDATE_PATH
+        ),
+    }
+    url = settings.upstreams()["auth"] + VALIDATE_PATH
+    try:
+        async with request.app[HTTP_KEY].post(
+            url, json={"token": token.strip()}, headers=headers, timeout=_timeout(settings)
+        ) as response:
+            if response.status == 401:
+                raise errors.Unauthorized()
+            if response.status != 200:
+                raise errors.ServiceUnavailable("The auth service cannot check tokens right now.")
+            data = (await response.json())["data"]
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise errors.ServiceUnavailable("The auth service is unavailable.") from exc
+    return Identity(
+        role=Role(data["role"]),
+        user_id=UUID(data["userId"]),
+        session_id=UUID(data["sessionId"]),
+        client_address=address,
+    )
+
+
+def _timeout(settings: GatewaySettings, streaming: bool = False) -> aiohttp.ClientTimeout:
+    if streaming:  # a stream stays open as long as the client listens
+        return aiohttp.ClientTimeout(sock_connect=settings.upstream_connect_timeout_seconds)
+    return aiohttp.ClientTimeout(
+        total=settings.upstream_timeout_seconds,
+        sock_connect=settings.upstream_connect_timeout_seconds,
+    )
+
+
+async def forward(request: web.Request, route: Route, caller: Identity) -> web.StreamResponse:
+    settings = request.app[SETTINGS_KEY]
+    assert route.service is not None
+    body = await request.read()
+    url = URL(settings.upstreams()[route.service] + request.rel_url.raw_path_qs, encoded=True)
+    headers = upstream_request_headers(
+        request, caller, settings.identity_secret.get_secret_value().encode()
+    )
+    try:
+        async with request.app[HTTP_KEY].request(
+            request.method, url, data=body or None, headers=headers,
+            timeout=_timeout(settings, route.streaming), allow_redirects=False,
+        ) as upstream:
+            if route.streaming or upstream.content_type == "text/event-stream":
+                return await _stream(request, upstream)
+            payload = await upstream.read()
+    except TimeoutError as exc:
+        raise errors.GatewayTimeout(f"The {route.service} service did not answer in time.") from exc
+    except aiohttp.ClientError as exc:
+        raise errors.ServiceUnavailable(f"The {route.service} service is unavailable.") from exc
+    return web.Response(status=upstream.status, body=payload, headers=response_headers(upstream))
+
+
+async def _stream(request: web.Request, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+    """Passes the body on chunk by chunk as it comes (Server-Sent Events), never buffered."""
+    response = web.StreamResponse(status=upstream.status, headers=response_headers(upstream))
+    response.headers[REQUEST_ID_HEADER] = request_id(request)
+    await response.prepare(request)
+    try:
+        async for chunk in upstream.content.iter_any():
+            await response.write(chunk)
+    except (aiohttp.ClientError, ConnectionResetError):
+        pass  # the upstream or the client went away mid-stream: the stream just ends
+    return response

@@ -1,0 +1,1 @@
+"""Accounts, sessions and sign-in: the only service that knows passwords and tokens."""

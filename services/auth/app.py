@@ -1,0 +1,43 @@
+"""App factory of the auth service."""
+
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+
+from services.auth import queries
+from services.auth.passwords import Passwords
+from services.auth.routes import PASSWORDS_KEY, routes
+from services.auth.settings import AuthSettings
+from shopkit.app import POOL_KEY, SETTINGS_KEY, service_app
+from shopkit.tasks import periodic
+
+log = logging.getLogger("services.auth")
+
+NAME = "auth"
+MIGRATIONS = Path(__file__).parent / "migrations"
+SWEEP_LOCK = "auth:session-sweep"
+
+
+async def sweep_expired_sessions(app: web.Application) -> int | None:
+    async with app[POOL_KEY].acquire() as conn:
+        deleted = await queries.delete_expired(conn, SWEEP_LOCK)
+    if deleted:
+        log.info("expired sessions swept", extra={"deleted": deleted})
+    return deleted
+
+
+async def _passwords(app: web.Application) -> AsyncIterator[None]:
+    app[PASSWORDS_KEY] = Passwords(app[SETTINGS_KEY])
+    yield
+    app[PASSWORDS_KEY].close()
+
+
+def create_app(settings: AuthSettings) -> web.Application:
+    app = service_app(NAME, settings, MIGRATIONS, routes)
+    app.cleanup_ctx.append(_passwords)
+    app.cleanup_ctx.append(
+        periodic("session-sweep", settings.session_sweep_interval_seconds, sweep_expired_sessions)
+    )
+    return app

@@ -1,0 +1,252 @@
+"""HTTP endpoints of the auth service (contract §4, Auth), plus the gateway's validate call."""
+
+import logging
+import uuid
+from datetime import datetime, timedelta
+from typing import Annotated
+
+import asyncpg
+from aiohttp import web
+from pydantic import EmailStr, Field, StringConstraints
+
+from services.auth import domain, queries
+from services.auth.passwords import Passwords
+from services.auth.settings import AuthSettings
+from shopkit import errors
+from shopkit.app import BROKER_KEY, POOL_KEY, SETTINGS_KEY, identity, require_user
+from shopkit.broker import BrokerUnavailable
+from shopkit.events import Event
+from shopkit.identity import Identity, Role
+from shopkit.web import ApiModel, ok, read_model, request_id
+
+log = logging.getLogger("services.auth")
+
+PASSWORDS_KEY = web.AppKey("passwords", Passwords)
+routes = web.RouteTableDef()
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+
+
+class RegisterRequest(ApiModel):
+    email: EmailStr
+    password: str = Field(min_length=8, max_length=128)
+    name: Name
+
+
+class LoginRequest(ApiModel):
+    email: str = Field(min_length=1, max_length=320)
+    password: str = Field(min_length=1, max_length=128)
+
+
+class ValidateRequest(ApiModel):
+    token: str = Field(max_length=256)
+
+
+class User(ApiModel):
+    id: uuid.UUID
+    email: str
+    name: str
+    role: Role
+    created_at: datetime
+
+
+class LoginResult(ApiModel):
+    token: str
+    expires_at: datetime
+    user: User
+
+
+class Session(ApiModel):
+    id: uuid.UUID
+    created_at: datetime
+    expires_at: datetime
+    user_agent: str | None
+    current: bool
+
+
+def _user(row: asyncpg.Record) -> User:
+    return User(**{field: row[field] for field in User.model_fields})
+
+
+@routes.post("/api/users/register")
+async def register(request: web.Request) -> web.Response:
+    body = await read_model(request, RegisterRequest)
+    password_hash = await request.app[PASSWORDS_KEY].hash(body.password)
+    try:
+        row = await queries.insert_user(
+            request.app[POOL_KEY], uuid.uuid4(), body.email, body.name, password_hash
+        )
+    except asyncpg.UniqueViolationError as exc:
+        raise errors.Conflict("This email is already registered.", code="email_taken") from exc
+    return ok(_user(row), status=201)
+
+
+@routes.post("/api/users/login")
+async def login(request: web.Request) -> web.Response:
+    return await _sign_in(request, admin_only=False)
+
+
+@routes.post("/api/admin/login")
+async def admin_login(request: web.Request) -> web.Response:
+    return await _sign_in(request, admin_only=True)
+
+
+async def _sign_in(request: web.Request, admin_only: bool) -> web.Response:
+    body = await read_model(request, LoginRequest)
+    settings = request.app[SETTINGS_KEY]
+    pool = request.app[POOL_KEY]
+    account = domain.account_key(body.email)
+    address = domain.address_key(identity(request).client_address or "unknown")
+    await _count_attempt(pool, settings, account, address)
+
+    user = await queries.user_by_email(pool, body.email)
+    password_ok = await request.app[PASSWORDS_KEY].verify(
+        user["password_hash"] if user else None, body.password
+    )
+    if not password_ok or user is None or (admin_only and user["role"] != Role.ADMIN):
+        raise errors.InvalidCredentials()
+
+    token = domain.new_token()
+    async with pool.acquire() as conn, conn.transaction():
+        session = await queries.insert_session(
+            conn, uuid.uuid4(), user["id"], domain.token_hash(token),
+            request.headers.get("User-Agent", "")[:512] or None, settings.session_ttl_seconds,
+        )
+        await queries.forget_failures(
+            conn, account, address, settings.login_max_failures_per_address
+        )
+    return ok(LoginResult(token=token, expires_at=session["expires_at"], user=_user(user)))
+
+
+async def _count_attempt(
+    pool: asyncpg.Pool, settings: AuthSettings, account: str, address: str
+) -> None:
+    """Counts this attempt against the account and the address, or refuses it with 429."""
+    policies = {
+        account: _policy(settings, settings.login_max_failures_per_account),
+        address: _policy(settings, settings.login_max_failures_per_address),
+    }
+    async with pool.acquire() as conn, conn.transaction():
+        counters, now = await queries.lock_attempt_counters(conn, list(policies))
+        waits = [wait for c in counters if (wait := c.retry_after(now)) is not None]
+        if waits:
+            raise errors.TooManyRequests(_ceil_seconds(max(waits)))
+        await queries.save_attempt_counters(
+            conn, [c.count_attempt(policies[c.key], now) for c in counters]
+        )
+
+
+def _policy(settings: AuthSettings, max_failures: int) -> domain.LockoutPolicy:
+    return domain.LockoutPolicy(
+        max_failures=max_failures,
+        window=timedelta(seconds=settings.login_failure_window_seconds),
+        step=timedelta(seconds=settings.login_lockout_step_seconds),
+        cap=timedelta(seconds=settings.login_lockout_max_seconds),
+    )
+
+
+def _ceil_seconds(wait: timedelta) -> int:
+    return int(-(-wait.total_seconds() // 1))
+
+
+@routes.post("/api/users/logout")
+async def logout(request: web.Request) -> web.Response:
+    caller = require_user(request)
+    assert caller.user_id and caller.session_id
+    if await queries.delete_session(request.app[POOL_KEY], caller.user_id, caller.session_id):
+        await _announce_revoked(request, caller, [caller.session_id])
+    return ok({"revoked": 1})
+
+
+@routes.post("/api/users/logout-all")
+async def logout_all(request: web.Request) -> web.Response:
+    caller = require_user(request)
+    assert caller.user_id
+    revoked = await queries.delete_sessions_of(request.app[POOL_KEY], caller.user_id)
+    if revoked:
+        await _announce_revoked(request, caller, revoked)
+    return ok({"revoked": len(revoked)})
+
+
+@routes.get("/api/users/me")
+async def me(request: web.Request) -> web.Response:
+    caller = require_user(request)
+    row = await queries.user_by_id(request.app[POOL_KEY], caller.user_id)
+    if row is None:
+        raise errors.Unauthorized()
+    return ok(_user(row))
+
+
+@routes.get("/api/users/sessions")
+async def list_sessions(request: web.Request) -> web.Response:
+    caller = require_user(request)
+    rows = await queries.live_sessions(request.app[POOL_KEY], caller.user_id)
+    return ok(
+        [
+            Session(
+                id=r["id"], created_at=r["created_at"], expires_at=r["expires_at"],
+                user_agent=r["user_agent"], current=r["id"] == caller.session_id,
+            )
+            for r in rows
+        ]
+    )
+
+
+@routes.delete("/api/users/sessions/{session_id}")
+async def revoke_session(request: web.Request) -> web.Response:
+    caller = require_user(request)
+    assert caller.user_id
+    session_id = _uuid_or_404(request.match_info["session_id"])
+    if not await queries.delete_session(request.app[POOL_KEY], caller.user_id, session_id):
+        raise errors.NotFound("No such session.")
+    await _announce_revoked(request, caller, [session_id])
+    return ok({"revoked": 1})
+
+
+@routes.post("/internal/sessions/validate")
+async def validate_token(request: web.Request) -> web.Response:
+    """The gateway's question: whose token is this? 401 when none, or no longer, valid."""
+    body = await read_model(request, ValidateRequest)
+    if not domain.looks_like_token(body.token):
+        raise errors.Unauthorized()
+    pool = request.app[POOL_KEY]
+    session = await queries.session_by_token(pool, domain.token_hash(body.token))
+    if session is None:
+        raise errors.Unauthorized()
+    if session["expired"]:
+        await queries.delete_session(pool, session["user_id"], session["id"])
+        raise errors.Unauthorized("The session has expired; sign in again.")
+    return ok(
+        {
+            "userId": str(session["user_id"]),
+            "role": session["role"],
+            "sessionId": str(session["id"]),
+            "expiresAt": session["expires_at"].isoformat(),
+        }
+    )
+
+
+def _uuid_or_404(text: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(text)
+    except ValueError as exc:
+        raise errors.NotFound() from exc
+
+
+async def _announce_revoked(
+    request: web.Request, caller: Identity, session_ids: list[uuid.UUID]
+) -> None:
+    """Tells other components (the gateways' token caches) that these sessions are gone.
+
+    The sessions are already deleted and every validation reads Postgres, so a failed publish
+    never lets a revoked token in; it is logged and the request still succeeds.
+    """
+    event = Event(
+        type="auth.session_revoked",
+        source="auth",
+        data={"userId": str(caller.user_id), "sessionIds": [str(s) for s in session_ids]},
+    )
+    try:
+        await request.app[BROKER_KEY].publish(event, request_id(request))
+    except BrokerUnavailable:
+        log.warning("session_revoked not published", extra={"event_id": str(event.id)})

@@ -1,0 +1,1 @@
+"""In-app notifications of order and delivery changes."""

@@ -1,0 +1,1 @@
+-- The notifications schema starts empty; its tables arrive with the service's behaviour.

@@ -1,0 +1,5 @@
+"""HTTP endpoints of the notifications service."""
+
+from aiohttp import web
+
+routes = web.RouteTableDef()

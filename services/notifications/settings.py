@@ -1,0 +1,5 @@
+from shopkit.settings import ServiceSettings
+
+
+class NotificationsSettings(ServiceSettings):
+    port: int = 8084

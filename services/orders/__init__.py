@@ -1,0 +1,1 @@
+"""Addresses, products and stock, and orders."""

@@ -1,0 +1,16 @@
+"""App factory of the orders service."""
+
+from pathlib import Path
+
+from aiohttp import web
+
+from services.orders.routes import routes
+from services.orders.settings import OrdersSettings
+from shopkit.app import service_app
+
+NAME = "orders"
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def create_app(settings: OrdersSettings) -> web.Application:
+    return service_app(NAME, settings, MIGRATIONS, routes)

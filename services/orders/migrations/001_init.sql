@@ -1,0 +1,1 @@
+-- The orders schema starts empty; its tables arrive with the service's behaviour.

@@ -1,0 +1,5 @@
+from shopkit.settings import ServiceSettings
+
+
+class OrdersSettings(ServiceSettings):
+    port: int = 8082

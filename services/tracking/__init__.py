@@ -1,0 +1,1 @@
+"""Delivery tracking of orders, fed by order events."""

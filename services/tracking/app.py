@@ -1,0 +1,16 @@
+"""App factory of the tracking service."""
+
+from pathlib import Path
+
+from aiohttp import web
+
+from services.tracking.routes import routes
+from services.tracking.settings import TrackingSettings
+from shopkit.app import service_app
+
+NAME = "tracking"
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def create_app(settings: TrackingSettings) -> web.Application:
+    return service_app(NAME, settings, MIGRATIONS, routes)

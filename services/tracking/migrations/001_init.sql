@@ -1,0 +1,1 @@
+-- The tracking schema starts empty; its tables arrive with the service's behaviour.

@@ -1,0 +1,139 @@
+"""The one shape every service has: middlewares, identity check, pool, migrations, broker, health.
+
+A service's app factory calls `service_app` and adds its own routes and background tasks.
+"""
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterable
+from pathlib import Path
+
+import asyncpg
+from aiohttp import web
+
+from shopkit import db, errors
+from shopkit.broker import Broker
+from shopkit.identity import IDENTITY_HEADER, Identity, InvalidIdentity, Role, verify_identity
+from shopkit.migrations import apply_migrations
+from shopkit.settings import ServiceSettings
+from shopkit.web import Handler, base_middlewares, ok
+
+MAX_BODY_BYTES = 1024 * 1024
+
+SETTINGS_KEY = web.AppKey("settings", ServiceSettings)
+POOL_KEY = web.AppKey("pool", asyncpg.Pool)
+BROKER_KEY = web.AppKey("broker", Broker)
+IDENTITY_KEY = web.RequestKey("identity", Identity)
+NOT_FROM_GATEWAY = "This service only answers requests that come through the gateway."
+
+# Paths answered without a gateway identity: probes come from orchestrators, not through it.
+UNGUARDED_PREFIX = "/health/"
+
+
+def identity_middleware(settings: ServiceSettings) -> Callable[..., object]:
+    secret = settings.identity_secret.get_secret_value().encode()
+
+    @web.middleware
+    async def check_identity(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not request.path.startswith(UNGUARDED_PREFIX):
+            try:
+                request[IDENTITY_KEY] = verify_identity(
+                    request.headers.get(IDENTITY_HEADER),
+                    secret,
+                    request.method,
+                    request.rel_url.raw_path,
+                    settings.identity_max_age_seconds,
+                )
+            except InvalidIdentity as exc:
+                raise errors.Unauthorized(NOT_FROM_GATEWAY) from exc
+        return await handler(request)
+
+    return check_identity
+
+
+def identity(request: web.Request) -> Identity:
+    return request[IDENTITY_KEY]
+
+
+def require_user(request: web.Request) -> Identity:
+    """The signed-in caller; 401 for an anonymous one."""
+    caller = identity(request)
+    if not caller.is_authenticated:
+        raise errors.Unauthorized()
+    return caller
+
+
+def require_admin(request: web.Request) -> Identity:
+    """The gateway checks the role too; services check again so no route relies on one guard."""
+    caller = require_user(request)
+    if caller.role is not Role.ADMIN:
+        raise errors.Forbidden()
+    return caller
+
+
+def _database(schema: str, migrations: Path) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        settings = app[SETTINGS_KEY]
+        conn = await db.connect_when_ready(settings, schema)
+        try:
+            await apply_migrations(conn, schema, migrations)
+        finally:
+            await conn.close()
+        app[POOL_KEY] = await db.create_pool(settings, schema)
+        yield
+        await app[POOL_KEY].close()
+
+    return ctx
+
+
+def _broker(name: str) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        broker = Broker(app[SETTINGS_KEY].rabbitmq_url.get_secret_value(), name)
+        broker.start()
+        app[BROKER_KEY] = broker
+        yield
+        await broker.close()
+
+    return ctx
+
+
+async def live(request: web.Request) -> web.Response:
+    return ok({"status": "ok"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    checks = {
+        "postgres": await _postgres_check(request.app[POOL_KEY]),
+        "rabbitmq": "ok" if request.app[BROKER_KEY].is_ready else "down",
+    }
+    if all(state == "ok" for state in checks.values()):
+        return ok({"status": "ok", "checks": checks})
+    down = ", ".join(name for name, state in checks.items() if state != "ok")
+    raise errors.ServiceUnavailable(f"Not ready: {down} unavailable.").with_details(checks)
+
+
+async def _postgres_check(pool: asyncpg.Pool) -> str:
+    try:
+        async with asyncio.timeout(2):
+            await pool.fetchval("SELECT 1")
+    except db.DATABASE_ERRORS:
+        return "down"
+    return "ok"
+
+
+def service_app(
+    name: str,
+    settings: ServiceSettings,
+    migrations: Path,
+    routes: Iterable[web.AbstractRouteDef],
+) -> web.Application:
+    app = web.Application(
+        middlewares=[*base_middlewares(), identity_middleware(settings)],
+        client_max_size=MAX_BODY_BYTES,
+    )
+    app[SETTINGS_KEY] = settings
+    app.cleanup_ctx.append(_database(name, migrations))
+    app.cleanup_ctx.append(_broker(name))
+    app.router.add_get("/health/live", live)
+    app.router.add_get("/health/ready", ready)
+    app.add_routes(routes)
+    return app

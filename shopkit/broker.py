@@ -1,0 +1,90 @@
+"""The RabbitMQ connection of a component: connects in the background, publishes with confirms.
+
+A component starts and serves whether or not RabbitMQ is up: the connection is retried in the
+background until it succeeds, after which aio-pika's robust connection reconnects on its own.
+Readiness reports the broker as down meanwhile, and a publish fails fast with 503.
+"""
+
+import asyncio
+import logging
+
+import aio_pika
+from aio_pika.abc import AbstractExchange, AbstractRobustConnection
+
+from shopkit.errors import ServiceUnavailable
+from shopkit.events import EXCHANGE, Event
+
+log = logging.getLogger("shopkit.broker")
+
+
+class BrokerUnavailable(ServiceUnavailable):
+    code, message = "service_unavailable", "The message broker is unavailable; try again shortly."
+
+
+class Broker:
+    def __init__(self, url: str, name: str, publish_timeout: float = 5.0) -> None:
+        self._url = url
+        self._name = name
+        self._publish_timeout = publish_timeout
+        self._connection: AbstractRobustConnection | None = None
+        self._exchange: AbstractExchange | None = None
+        self._connecting: asyncio.Task[None] | None = None
+
+    @property
+    def is_ready(self) -> bool:
+        return (
+            self._connection is not None
+            and not self._connection.is_closed
+            and self._exchange is not None
+            and not self._exchange.channel.is_closed
+        )
+
+    def start(self) -> None:
+        self._connecting = asyncio.create_task(self._connect_until_ready())
+
+    async def _connect_until_ready(self) -> None:
+        delay = 0.2
+        while True:
+            try:
+                connection = await aio_pika.connect_robust(
+                    self._url, timeout=5, client_properties={"connection_name": self._name}
+                )
+                channel = await connection.channel(publisher_confirms=True)
+                self._exchange = await channel.declare_exchange(
+                    EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
+                )
+                self._connection = connection
+                log.info("connected to rabbitmq")
+                return
+            except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as exc:
+                log.warning("waiting for rabbitmq: %s", type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def publish(self, event: Event, request_id: str | None) -> None:
+        """Returns once RabbitMQ confirmed the message; raises BrokerUnavailable otherwise."""
+        if not self.is_ready or self._exchange is None:
+            raise BrokerUnavailable()
+        message = aio_pika.Message(
+            event.body(),
+            message_id=str(event.id),
+            type=event.type,
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            timestamp=event.occurred_at,
+            app_id=event.source,
+            headers={"x-request-id": request_id or ""},
+        )
+        try:
+            await self._exchange.publish(
+                message, routing_key=event.type, timeout=self._publish_timeout
+            )
+        except (OSError, TimeoutError, aio_pika.exceptions.AMQPError, RuntimeError) as exc:
+            raise BrokerUnavailable() from exc
+
+    async def close(self) -> None:
+        if self._connecting is not None:
+            self._connecting.cancel()
+            await asyncio.gather(self._connecting, return_exceptions=True)
+        if self._connection is not None:
+            await self._connection.close()

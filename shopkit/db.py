@@ -1,0 +1,60 @@
+"""The asyncpg pool of a service, connected as the service's own role to its own schema."""
+
+import asyncio
+import logging
+import time
+
+import asyncpg
+
+from shopkit.settings import ServiceSettings
+
+log = logging.getLogger("shopkit.db")
+
+# What a query raises when Postgres is down, restarting or unreachable: the request gets 503,
+# and the pool replaces broken connections on later acquires, so service resumes on its own.
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+)
+
+
+def _connect_options(settings: ServiceSettings, schema: str) -> dict:
+    return {
+        "dsn": settings.database_url.get_secret_value(),
+        "timeout": settings.db_connect_timeout_seconds,
+        "command_timeout": settings.db_command_timeout_seconds,
+        "server_settings": {"search_path": schema, "application_name": schema},
+    }
+
+
+async def connect(settings: ServiceSettings, schema: str) -> asyncpg.Connection:
+    return await asyncpg.connect(**_connect_options(settings, schema))
+
+
+async def connect_when_ready(settings: ServiceSettings, schema: str) -> asyncpg.Connection:
+    """One connection, retried while Postgres is starting, up to the startup timeout."""
+    deadline = time.monotonic() + settings.startup_timeout_seconds
+    delay = 0.2
+    while True:
+        try:
+            return await connect(settings, schema)
+        except DATABASE_ERRORS as exc:  # CannotConnectNow (starting up) is among them
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("waiting for postgres: %s", type(exc).__name__)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+async def create_pool(settings: ServiceSettings, schema: str) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        min_size=settings.db_pool_min_size,
+        max_size=settings.db_pool_max_size,
+        **_connect_options(settings, schema),
+    )
+    assert pool is not None
+    return pool

@@ -1,0 +1,95 @@
+"""Versioned `.sql` files per service, each applied once, under an advisory lock.
+
+Files are named `NNN_description.sql` and applied in number order, each in its own transaction
+together with its row in `<schema>.schema_migrations`. The advisory lock makes instances that start
+at the same time take turns: the second one finds everything applied and does nothing. A file that
+changed after it was applied stops the start-up rather than leaving schema and code out of step.
+"""
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+log = logging.getLogger("shopkit.migrations")
+
+_FILE_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+
+
+class MigrationError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def has_statements(self) -> bool:
+        """False for a file of comments only (asyncpg cannot send an empty query)."""
+        return any(
+            line.strip() and not line.strip().startswith("--") for line in self.sql.splitlines()
+        )
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def load_migrations(directory: Path) -> list[Migration]:
+    migrations = []
+    for path in sorted(directory.glob("*.sql")):
+        match = _FILE_NAME.match(path.name)
+        if not match:
+            raise MigrationError(f"migration file name must look like 001_name.sql: {path.name}")
+        migrations.append(Migration(int(match.group(1)), path.stem, path.read_text()))
+    versions = [m.version for m in migrations]
+    if len(set(versions)) != len(versions):
+        raise MigrationError(f"two migrations share a number in {directory}")
+    return migrations
+
+
+async def apply_migrations(conn: asyncpg.Connection, schema: str, directory: Path) -> list[str]:
+    """Applies what is pending; returns the names applied (empty when up to date)."""
+    migrations = load_migrations(directory)
+    await conn.execute("SELECT pg_advisory_lock(hashtext($1))", f"migrations:{schema}")
+    try:
+        await conn.execute(
+            """
+            CREATE TABLE IF NOT EXISTS schema_migrations (
+                version integer PRIMARY KEY,
+                name text NOT NULL,
+                checksum text NOT NULL,
+                applied_at timestamptz NOT NULL DEFAULT now()
+            )
+            """
+        )
+        applied = {
+            row["version"]: row["checksum"]
+            for row in await conn.fetch("SELECT version, checksum FROM schema_migrations")
+        }
+        done = []
+        for migration in migrations:
+            if migration.version in applied:
+                if applied[migration.version] != migration.checksum:
+                    raise MigrationError(f"{migration.name} changed after it was applied")
+                continue
+            async with conn.transaction():
+                if migration.has_statements:
+                    await conn.execute(migration.sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                    migration.version,
+                    migration.name,
+                    migration.checksum,
+                )
+            log.info("applied migration", extra={"schema": schema, "migration": migration.name})
+            done.append(migration.name)
+        return done
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", f"migrations:{schema}")

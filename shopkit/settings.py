@@ -1,0 +1,34 @@
+"""Typed settings read from the environment (12-factor): one class per component, no files."""
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ComponentSettings(BaseSettings):
+    """What every component reads, the gateway included."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int
+    log_level: str = "INFO"
+    # Shared with the gateway: it signs the caller's identity, services verify it.
+    identity_secret: SecretStr = Field(min_length=32)
+    identity_max_age_seconds: float = 30.0
+    # How long in-flight requests may take to finish on SIGTERM before the process exits.
+    shutdown_timeout_seconds: float = 10.0
+
+
+class ServiceSettings(ComponentSettings):
+    """What every service with its own schema reads."""
+
+    # The service's own login role; never a superuser.
+    database_url: SecretStr
+    rabbitmq_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
+    db_pool_min_size: int = Field(default=1, ge=0)
+    db_pool_max_size: int = Field(default=10, ge=1)
+    # Bounds every query, so a stalled database answers 503 instead of hanging a request.
+    db_command_timeout_seconds: float = 5.0
+    db_connect_timeout_seconds: float = 5.0
+    # How long a starting process waits for Postgres before it gives up.
+    startup_timeout_seconds: float = 60.0

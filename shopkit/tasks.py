@@ -1,0 +1,34 @@
+"""Background loops tied to an app's life: started with it, cancelled when it shuts down."""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+
+log = logging.getLogger("shopkit.tasks")
+
+
+def periodic(
+    name: str, interval: float, job: Callable[[web.Application], Awaitable[object]]
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup context running `job` every `interval` seconds; a failed run is logged and the
+    loop goes on, so an outage of a dependency only skips runs until it is back."""
+
+    async def loop(app: web.Application) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await job(app)
+            except Exception:
+                log.warning("periodic job failed", extra={"job": name}, exc_info=True)
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(loop(app), name=name)
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return ctx

@@ -1,0 +1,161 @@
+"""HTTP plumbing shared by every component: request ids, the error envelope, JSON in and out."""
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import orjson
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic.alias_generators import to_camel
+
+from shopkit import errors
+from shopkit.db import DATABASE_ERRORS
+from shopkit.logs import request_id_var
+
+log = logging.getLogger("shopkit.http")
+access_log = logging.getLogger("shopkit.access")
+
+REQUEST_ID_HEADER = "X-Request-Id"
+REQUEST_ID_KEY = web.RequestKey("request_id", str)
+_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Model = TypeVar("Model", bound=BaseModel)
+
+
+class ApiModel(BaseModel):
+    """A request or response body: camelCase on the wire, snake_case in Python."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+def sane_request_id(candidate: str | None) -> str:
+    """The client's request id when it is a sane token, a fresh one otherwise."""
+    if candidate and _SANE_REQUEST_ID.match(candidate):
+        return candidate
+    return uuid.uuid4().hex
+
+
+def request_id(request: web.Request) -> str:
+    return request.get(REQUEST_ID_KEY) or "unknown"
+
+
+def dumps(data: Any) -> bytes:
+    return orjson.dumps(data, default=_encode_model)
+
+
+def _encode_model(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", by_alias=True)
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def ok(data: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        body=dumps({"success": True, "data": data}),
+        status=status,
+        content_type="application/json",
+    )
+
+
+def error_response(error: errors.ApiError, request_id_value: str) -> web.Response:
+    return web.Response(
+        body=dumps(errors.error_body(error, request_id_value)),
+        status=error.status,
+        content_type="application/json",
+        headers=error.headers,
+    )
+
+
+async def read_json(request: web.Request) -> Any:
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise errors.PayloadTooLarge() from exc
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise errors.InvalidJson() from exc
+
+
+async def read_model(request: web.Request, model: type[Model]) -> Model:
+    """The body parsed and validated: 400 when it is not JSON, 422 naming each bad field."""
+    return validate(model, await read_json(request))
+
+
+def validate(model: type[Model], data: Any) -> Model:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise errors.ValidationFailed(details=validation_details(exc)) from exc
+
+
+def validation_details(exc: ValidationError) -> list[dict[str, str]]:
+    return [
+        {"field": ".".join(str(part) for part in item["loc"]) or "body", "message": item["msg"]}
+        for item in exc.errors(include_url=False)
+    ]
+
+
+@web.middleware
+async def request_context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Gives the request its id (for logs, upstream calls and events) and logs its outcome."""
+    rid = sane_request_id(request.headers.get(REQUEST_ID_HEADER))
+    request[REQUEST_ID_KEY] = rid
+    token = request_id_var.set(rid)
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        if not response.prepared:
+            response.headers[REQUEST_ID_HEADER] = rid
+        return response
+    finally:
+        access_log.info(
+            "request",
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": status,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            },
+        )
+        request_id_var.reset(token)
+
+
+_HTTP_EXCEPTIONS: dict[int, type[errors.ApiError]] = {
+    404: errors.NotFound,
+    405: errors.MethodNotAllowed,
+    413: errors.PayloadTooLarge,
+}
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure leaves as the contract's envelope; nothing internal reaches the client."""
+    try:
+        return await handler(request)
+    except errors.ApiError as exc:
+        return error_response(exc, request_id(request))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        known = _HTTP_EXCEPTIONS.get(exc.status)
+        api_error = known() if known else errors.ApiError(exc.reason, code="http_error")
+        api_error.status = exc.status
+        return error_response(api_error, request_id(request))
+    except DATABASE_ERRORS as exc:
+        log.warning("database unavailable: %s", type(exc).__name__)
+        return error_response(errors.DatabaseUnavailable(), request_id(request))
+    except Exception:
+        log.exception("unhandled error")
+        return error_response(errors.ApiError(), request_id(request))
+
+
+def base_middlewares() -> list[Callable[..., Awaitable[web.StreamResponse]]]:
+    return [request_context_middleware, error_middleware]

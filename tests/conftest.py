@@ -1,0 +1,73 @@
+"""Fixtures shared by every test tier.
+
+Integration tests run against the real Postgres and RabbitMQ named by ADMIN_DATABASE_URL and
+RABBITMQ_URL, in a database of their own (`shop_test`, recreated per run) with roles of their own
+(`shop_test_*`), so a `make run` on the same machine is never disturbed.
+"""
+
+import os
+import secrets
+import uuid
+from collections.abc import AsyncIterator
+
+import aiohttp
+import asyncpg
+import pytest
+
+from services.bootstrap import BootstrapSettings
+from shopkit.bootstrap import ServiceDatabase, bootstrap, with_database
+from tests.system import System, running_system
+
+ADMIN_DSN = os.environ.get(
+    "ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+TEST_DATABASE = "shop_test"
+
+
+def test_service_databases(password: str) -> list[ServiceDatabase]:
+    """The four services as bootstrap sees them, pointed at the test database and roles."""
+    host = with_database(ADMIN_DSN, TEST_DATABASE).split("@", 1)[1]
+    urls = {
+        f"{name}_database_url": f"postgresql://shop_test_{name}:{password}@{host}"
+        for name in ("auth", "orders", "tracking", "notifications")
+    }
+    return BootstrapSettings(admin_database_url=ADMIN_DSN, **urls).services()
+
+
+@pytest.fixture(scope="session")
+async def databases() -> AsyncIterator[dict[str, ServiceDatabase]]:
+    conn = await asyncpg.connect(ADMIN_DSN)
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {TEST_DATABASE} WITH (FORCE)")
+    finally:
+        await conn.close()
+    services = test_service_databases(secrets.token_urlsafe(16))
+    await bootstrap(ADMIN_DSN, services)
+    yield {service.schema: service for service in services}
+
+
+@pytest.fixture(scope="session")
+async def admin_db(databases: dict[str, ServiceDatabase]) -> AsyncIterator[asyncpg.Pool]:
+    """A superuser pool on the test database, for looking behind the services' backs."""
+    pool = await asyncpg.create_pool(
+        with_database(ADMIN_DSN, TEST_DATABASE), min_size=1, max_size=4
+    )
+    assert pool is not None
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture(scope="session")
+async def system(databases: dict[str, ServiceDatabase]) -> AsyncIterator[System]:
+    async with running_system(databases) as running:
+        yield running
+
+
+@pytest.fixture
+async def client(system: System) -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(base_url=system.gateway_url) as session:
+        yield session
+
+
+def unique_email() -> str:
+    return f"user-{uuid.uuid4().hex[:12]}@example.com"

@@ -1,0 +1,181 @@
+"""What lives in Postgres: roles and schemas, migrations, the session store, the sweep."""
+
+import asyncio
+import uuid
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from services.auth import queries
+from services.auth.app import SWEEP_LOCK, sweep_expired_sessions
+from services.auth.domain import token_hash
+from shopkit.app import POOL_KEY
+from shopkit.bootstrap import ServiceDatabase, bootstrap, migrate, with_database
+from shopkit.migrations import MigrationError, apply_migrations
+from tests.conftest import ADMIN_DSN, TEST_DATABASE, unique_email
+from tests.system import System, login, register
+
+SCHEMAS = ("auth", "orders", "tracking", "notifications")
+
+
+async def test_each_service_role_is_confined_to_its_own_schema(
+    databases: dict[str, ServiceDatabase],
+) -> None:
+    for own in SCHEMAS:
+        conn = await asyncpg.connect(databases[own].dsn)
+        try:
+            assert not await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = user")
+            assert await conn.fetchval(f"SELECT count(*) FROM {own}.schema_migrations") >= 1
+            for other in SCHEMAS:
+                if other == own:
+                    continue
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    await conn.fetch(f"SELECT * FROM {other}.schema_migrations")
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    await conn.execute(f"CREATE TABLE {other}.intruder (id int)")
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute("CREATE TABLE public.intruder (id int)")
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute("CREATE SCHEMA intruder")
+        finally:
+            await conn.close()
+
+
+async def test_the_raw_token_is_stored_nowhere(
+    system: System, client, admin_db: asyncpg.Pool
+) -> None:
+    email = unique_email()
+    await register(client, email)
+    token = await login(client, email)
+    tables = await admin_db.fetch(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'auth'"
+    )
+    dumped = []
+    for table in tables:
+        rows = await admin_db.fetch(
+            f'SELECT row_to_json(t)::text AS row FROM auth."{table["table_name"]}" t'
+        )
+        dumped.extend(row["row"] for row in rows)
+    everything = "\n".join(dumped)
+    assert email in everything, "the dump does see the data"
+    assert token not in everything
+    assert token.encode().hex() not in everything
+
+
+async def _schema_snapshot(admin_db: asyncpg.Pool) -> list[tuple]:
+    rows = await admin_db.fetch(
+        """
+        SELECT table_schema, table_name, column_name, data_type, is_nullable, column_default
+        FROM information_schema.columns
+        WHERE table_schema = ANY($1::text[])
+        ORDER BY 1, 2, 3
+        """,
+        list(SCHEMAS),
+    )
+    applied = []
+    for schema in SCHEMAS:
+        applied += await admin_db.fetch(
+            f"SELECT '{schema}', version, checksum, applied_at FROM {schema}.schema_migrations"
+        )
+    return [tuple(r) for r in rows] + [tuple(r) for r in applied]
+
+
+async def test_bootstrap_and_migrations_applied_again_change_nothing(
+    databases: dict[str, ServiceDatabase], admin_db: asyncpg.Pool
+) -> None:
+    before = await _schema_snapshot(admin_db)
+    await bootstrap(ADMIN_DSN, list(databases.values()))
+    for service in databases.values():
+        assert await migrate(service) == []
+    assert await _schema_snapshot(admin_db) == before
+
+
+@pytest.fixture
+async def scratch(admin_db: asyncpg.Pool, tmp_path: Path):
+    """A throwaway schema and migrations folder for exercising the runner itself."""
+    schema = f"scratch_{uuid.uuid4().hex[:8]}"
+    await admin_db.execute(f"CREATE SCHEMA {schema}")
+    (tmp_path / "001_first.sql").write_text("CREATE TABLE things (id int PRIMARY KEY);")
+    (tmp_path / "002_second.sql").write_text("ALTER TABLE things ADD COLUMN name text;")
+    yield schema, tmp_path
+    await admin_db.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+async def _connect_to(admin_db: asyncpg.Pool, schema: str) -> asyncpg.Connection:
+    return await asyncpg.connect(
+        with_database(ADMIN_DSN, TEST_DATABASE), server_settings={"search_path": schema}
+    )
+
+
+async def test_concurrent_runners_apply_each_migration_once(admin_db, scratch) -> None:
+    schema, folder = scratch
+    conns = [await _connect_to(admin_db, schema) for _ in range(4)]
+    try:
+        results = await asyncio.gather(*(apply_migrations(c, schema, folder) for c in conns))
+    finally:
+        for conn in conns:
+            await conn.close()
+    applied = sorted(name for result in results for name in result)
+    assert applied == ["001_first", "002_second"]
+    versions = await admin_db.fetch(f"SELECT version FROM {schema}.schema_migrations")
+    assert sorted(r["version"] for r in versions) == [1, 2]
+
+
+async def test_an_edited_applied_migration_stops_the_start(admin_db, scratch) -> None:
+    schema, folder = scratch
+    conn = await _connect_to(admin_db, schema)
+    try:
+        await apply_migrations(conn, schema, folder)
+        (folder / "001_first.sql").write_text("CREATE TABLE things (id bigint PRIMARY KEY);")
+        with pytest.raises(MigrationError, match="changed after it was applied"):
+            await apply_migrations(conn, schema, folder)
+    finally:
+        await conn.close()
+
+
+async def test_a_failing_migration_leaves_nothing_behind(admin_db, scratch) -> None:
+    schema, folder = scratch
+    (folder / "003_broken.sql").write_text("CREATE TABLE half (id int); SELECT nonsense_fn();")
+    conn = await _connect_to(admin_db, schema)
+    try:
+        with pytest.raises(asyncpg.UndefinedFunctionError):
+            await apply_migrations(conn, schema, folder)
+    finally:
+        await conn.close()
+    tables = await admin_db.fetch(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = $1", schema
+    )
+    assert {t["table_name"] for t in tables} == {"things", "schema_migrations"}
+    assert await admin_db.fetchval(f"SELECT max(version) FROM {schema}.schema_migrations") == 2
+
+
+async def test_the_sweep_deletes_expired_sessions_one_instance_at_a_time(
+    system: System, client, admin_db: asyncpg.Pool
+) -> None:
+    email = unique_email()
+    await register(client, email)
+    await login(client, email)
+    expired_token = await login(client, email)
+    await admin_db.execute(
+        "UPDATE auth.sessions SET expires_at = now() - interval '1 minute' WHERE token_hash = $1",
+        token_hash(expired_token),
+    )
+    auth_app = system.apps["auth"]
+
+    async with admin_db.acquire() as holder, holder.transaction():
+        # Another instance holding the sweep lock: this one skips its turn.
+        await holder.execute("SELECT pg_advisory_xact_lock(hashtext($1))", SWEEP_LOCK)
+        assert await sweep_expired_sessions(auth_app) is None
+
+    assert await sweep_expired_sessions(auth_app) >= 1
+    remaining = await admin_db.fetch(
+        """
+        SELECT s.expires_at > now() AS live FROM auth.sessions s
+        JOIN auth.users u ON u.id = s.user_id WHERE u.email = $1
+        """,
+        email,
+    )
+    assert [r["live"] for r in remaining] == [True]
+    async with auth_app[POOL_KEY].acquire() as conn:
+        assert await queries.delete_expired(conn, SWEEP_LOCK) == 0

@@ -1,0 +1,246 @@
+"""The gateway: routing, trust (identity stripping and signing), limits, outages, request ids."""
+
+import asyncio
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from shopkit.identity import IDENTITY_HEADER, Identity, Role, sign_identity
+from tests.conftest import unique_email
+from tests.system import System, bearer, login, register, running_system
+
+SERVICE_PATHS = {
+    "auth": "/api/users/me",
+    "orders": "/api/orders",
+    "tracking": "/api/orders/00000000-0000-0000-0000-000000000000/tracking",
+    "notifications": "/api/notifications",
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+async def user_token(client: aiohttp.ClientSession) -> str:
+    email = unique_email()
+    await register(client, email)
+    return await login(client, email)
+
+
+async def test_services_refuse_calls_that_bypass_the_gateway(
+    system: System, user_token: str
+) -> None:
+    async with aiohttp.ClientSession() as direct:
+        for name, path in SERVICE_PATHS.items():
+            url = system.service_urls[name]
+            async with direct.get(url + path, headers=bearer(user_token)) as response:
+                assert response.status == 401, name
+                body = await response.json()
+                assert body["code"] == "unauthorized" and body["success"] is False
+            async with direct.post(
+                url + "/api/users/register",
+                json={"email": unique_email(), "password": "correct horse", "name": "X"},
+            ) as response:
+                assert response.status == 401, f"{name}: public routes need the gateway too"
+            for probe in ("/health/live", "/health/ready"):
+                async with direct.get(url + probe) as response:
+                    assert response.status == 200, f"{name}{probe}"
+
+
+async def test_services_refuse_forged_replayed_and_stale_identities(
+    system: System, client: aiohttp.ClientSession
+) -> None:
+    email = unique_email()
+    user = await register(client, email)
+    admin = Identity(Role.ADMIN, user_id=uuid.UUID(user["id"]))
+    url = system.service_urls["auth"] + "/api/users/me"
+    forged = {
+        "wrong secret": sign_identity(admin, b"x" * 32, "GET", "/api/users/me"),
+        "other path": sign_identity(admin, system.secret, "GET", "/api/users/sessions"),
+        "other method": sign_identity(admin, system.secret, "POST", "/api/users/me"),
+        "too old": sign_identity(admin, system.secret, "GET", "/api/users/me", time.time() - 300),
+        "garbage": "abc.def",
+    }
+    async with aiohttp.ClientSession() as direct:
+        for reason, header in forged.items():
+            async with direct.get(url, headers={IDENTITY_HEADER: header}) as response:
+                assert response.status == 401, reason
+        good = sign_identity(admin, system.secret, "GET", "/api/users/me")
+        async with direct.get(url, headers={IDENTITY_HEADER: good}) as response:
+            assert response.status == 200, "the signature scheme itself works"
+
+
+async def test_identity_headers_sent_by_clients_are_ignored(
+    system: System, client: aiohttp.ClientSession, user_token: str
+) -> None:
+    async with client.get("/api/users/me", headers=bearer(user_token)) as response:
+        me = (await response.json())["data"]
+    someone_else = Identity(Role.ADMIN, user_id=uuid.uuid4())
+    for path in ("/api/users/me", "/api/admin/orders"):
+        # Even a correctly signed identity (as if captured from inside) is stripped by the gateway.
+        forged = sign_identity(someone_else, system.secret, "GET", path)
+        async with client.get(path, headers={IDENTITY_HEADER: forged}) as response:
+            assert response.status == 401, path
+        for extra in ({}, {"Connection": f"keep-alive, {IDENTITY_HEADER}"}):
+            headers = {**bearer(user_token), IDENTITY_HEADER: forged, **extra}
+            async with client.get(path, headers=headers) as response:
+                if path == "/api/admin/orders":
+                    assert response.status == 403
+                else:
+                    assert response.status == 200
+                    assert (await response.json())["data"] == me
+
+
+async def test_public_routes_need_no_token(client: aiohttp.ClientSession) -> None:
+    async with client.post(
+        "/api/users/register",
+        json={"email": unique_email(), "password": "correct horse", "name": "Pub"},
+    ) as response:
+        assert response.status == 201
+    async with client.get("/api/users/me") as response:
+        assert response.status == 401
+    async with client.get("/api/users/me", headers={"Authorization": "Bearer nonsense"}) as r:
+        assert r.status == 401
+    async with client.get("/api/users/me", headers={"Authorization": "Basic abc"}) as response:
+        assert response.status == 401
+
+
+async def test_unknown_and_ambiguous_paths_are_404(
+    client: aiohttp.ClientSession, user_token: str
+) -> None:
+    for path in ("/api/nothing-here", "/elsewhere", "/api/products/..%2Fusers/me"):
+        async with client.get(path, headers=bearer(user_token)) as response:
+            assert response.status == 404, path
+            body = await response.json()
+            assert body["code"] == "not_found" and body["requestId"]
+
+
+async def test_wrong_method_is_405_in_the_envelope(
+    client: aiohttp.ClientSession, user_token: str
+) -> None:
+    async with client.post("/api/users/me", headers=bearer(user_token)) as response:
+        assert response.status == 405
+        assert (await response.json())["code"] == "method_not_allowed"
+
+
+async def test_bodies_over_one_mebibyte_are_413(client: aiohttp.ClientSession) -> None:
+    big = b'{"email": "' + b"a" * (1024 * 1024) + b'"}'
+    async with client.post(
+        "/api/users/register", data=big, headers={"Content-Type": "application/json"}
+    ) as response:
+        assert response.status == 413
+        assert (await response.json())["code"] == "payload_too_large"
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: caught while reading
+        for _ in range(17):
+            yield b" " * 65536
+
+    async with client.post("/api/users/register", data=chunks()) as response:
+        assert response.status == 413
+
+
+async def test_request_ids_are_kept_when_sane_and_replaced_otherwise(
+    client: aiohttp.ClientSession, user_token: str
+) -> None:
+    async with client.get(
+        "/api/users/me", headers={**bearer(user_token), "X-Request-Id": "trace-123.abc"}
+    ) as response:
+        assert response.headers["X-Request-Id"] == "trace-123.abc"
+    async with client.get("/api/users/me", headers={"X-Request-Id": "bad id\twith junk"}) as r:
+        assert r.status == 401
+        generated = r.headers["X-Request-Id"]
+        assert generated != "bad id\twith junk" and len(generated) == 32
+        assert (await r.json())["requestId"] == generated
+    async with client.get("/api/ping") as response:
+        assert response.headers["X-Request-Id"]
+
+
+async def test_query_strings_and_headers_pass_through(
+    client: aiohttp.ClientSession, user_token: str
+) -> None:
+    async with client.get(
+        "/api/users/sessions?limit=5&q=a%20b%2Fc", headers=bearer(user_token)
+    ) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("application/json")
+
+
+async def test_ping_reports_every_service(client: aiohttp.ClientSession, system: System) -> None:
+    await wait_until_ready(client)
+    async with client.get("/api/ping") as response:
+        body = await response.json()
+        assert response.status == 200, body
+    assert body["status"] == "ok" and body["success"] is True
+    assert body["services"] == {name: "ok" for name in SERVICE_PATHS}
+
+
+async def wait_until_ready(client: aiohttp.ClientSession, deadline_seconds: float = 15) -> None:
+    """Services connect to RabbitMQ in the background; poll until they all report ready."""
+    deadline = time.monotonic() + deadline_seconds
+    while time.monotonic() < deadline:
+        async with client.get("/api/ping") as response:
+            if response.status == 200:
+                return
+        await asyncio.sleep(0.05)
+    raise AssertionError("services did not become ready")
+
+
+async def test_a_down_upstream_is_503_and_named_by_ping(databases) -> None:
+    closed = f"http://127.0.0.1:{_free_port()}"
+    async with running_system(databases, gateway={"orders_url": closed}) as own, \
+            aiohttp.ClientSession(base_url=own.gateway_url) as client:
+        async with client.get("/api/products") as response:
+            assert response.status == 503
+            assert response.headers["Retry-After"]
+            body = await response.json()
+            assert body["code"] == "service_unavailable" and "orders" in body["error"]
+        async with client.get("/api/ping") as response:
+            assert response.status == 503
+            body = await response.json()
+            assert body["status"] == "degraded"
+            assert body["services"]["orders"] == "unreachable"
+            assert "orders" in body["error"]
+
+
+async def test_auth_down_is_503_not_401(databases) -> None:
+    closed = f"http://127.0.0.1:{_free_port()}"
+    async with running_system(databases, gateway={"auth_url": closed}) as own, \
+            aiohttp.ClientSession(base_url=own.gateway_url) as client, \
+            client.get("/api/users/me", headers=bearer("x" * 43)) as response:
+        assert response.status == 503
+        assert (await response.json())["code"] == "service_unavailable"
+
+
+@pytest.fixture
+async def slow_upstream() -> AsyncIterator[str]:
+    """A service that answers too late, to see the gateway give up on it."""
+
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(5)
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", slow)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    yield str(server.make_url("")).rstrip("/")
+    await server.close()
+
+
+async def test_an_upstream_timeout_is_504(databases, slow_upstream: str) -> None:
+    async with running_system(
+        databases, gateway={"orders_url": slow_upstream, "upstream_timeout_seconds": 0.3}
+    ) as own, aiohttp.ClientSession(base_url=own.gateway_url) as client, client.get(
+        "/api/products"
+    ) as response:
+        assert response.status == 504
+        assert (await response.json())["code"] == "gateway_timeout"

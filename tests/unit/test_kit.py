@@ -1,0 +1,56 @@
+from pathlib import Path
+
+import pytest
+
+from shopkit import errors
+from shopkit.migrations import MigrationError, load_migrations
+from shopkit.web import sane_request_id
+
+
+def test_request_ids_are_kept_only_when_sane() -> None:
+    assert sane_request_id("abc-123_x.y:z") == "abc-123_x.y:z"
+    for insane in (None, "", "has space", "x" * 129, "new\nline", "-leading-dash", "é"):
+        replaced = sane_request_id(insane)
+        assert replaced != insane and len(replaced) == 32
+
+
+def test_the_error_envelope_has_the_contract_fields() -> None:
+    error = errors.ValidationFailed(details=[{"field": "email", "message": "bad"}])
+    assert errors.error_body(error, "rid") == {
+        "success": False,
+        "error": "The request is not valid.",
+        "code": "validation_error",
+        "requestId": "rid",
+        "details": [{"field": "email", "message": "bad"}],
+    }
+    assert "details" not in errors.error_body(errors.NotFound(), "rid")
+    assert errors.TooManyRequests(0).headers == {"Retry-After": "1"}
+    assert errors.DatabaseUnavailable().status == 503
+    assert errors.DatabaseUnavailable().code == "database_unavailable"
+
+
+def test_migrations_load_in_number_order(tmp_path: Path) -> None:
+    (tmp_path / "002_b.sql").write_text("SELECT 2;")
+    (tmp_path / "001_a.sql").write_text("-- only a comment\n")
+    loaded = load_migrations(tmp_path)
+    assert [(m.version, m.name) for m in loaded] == [(1, "001_a"), (2, "002_b")]
+    assert not loaded[0].has_statements and loaded[1].has_statements
+
+
+@pytest.mark.parametrize("bad", ["1_a.sql", "001-a.sql", "001_A.sql"])
+def test_badly_named_migrations_are_refused(tmp_path: Path, bad: str) -> None:
+    (tmp_path / bad).write_text("SELECT 1;")
+    with pytest.raises(MigrationError):
+        load_migrations(tmp_path)
+
+
+def test_two_migrations_with_one_number_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "001_a.sql").write_text("SELECT 1;")
+    (tmp_path / "001_b.sql").write_text("SELECT 1;")
+    with pytest.raises(MigrationError):
+        load_migrations(tmp_path)
+
+
+def test_every_service_ships_valid_migrations() -> None:
+    for service in ("auth", "orders", "tracking", "notifications"):
+        assert load_migrations(Path("services") / service / "migrations")

@@ -1,0 +1,59 @@
+from datetime import UTC, datetime, timedelta
+
+from services.auth.domain import (
+    AttemptCounter,
+    LockoutPolicy,
+    account_key,
+    looks_like_token,
+    new_token,
+    token_hash,
+)
+
+POLICY = LockoutPolicy(
+    max_failures=3,
+    window=timedelta(minutes=15),
+    step=timedelta(seconds=60),
+    cap=timedelta(seconds=150),
+)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _count(times: int, now: datetime = T0) -> AttemptCounter:
+    counter = AttemptCounter("account:a@b.c", 0, now, None)
+    for _ in range(times):
+        counter = counter.count_attempt(POLICY, now)
+    return counter
+
+
+def test_attempts_within_the_limit_set_no_lock() -> None:
+    counter = _count(3)
+    assert counter.failures == 3 and counter.locked_until is None
+    assert counter.retry_after(T0) is None
+
+
+def test_each_attempt_past_the_limit_locks_a_step_longer_up_to_the_cap() -> None:
+    assert _count(4).locked_until == T0 + timedelta(seconds=60)
+    assert _count(5).locked_until == T0 + timedelta(seconds=120)
+    assert _count(9).locked_until == T0 + timedelta(seconds=150)
+    assert _count(4).retry_after(T0 + timedelta(seconds=20)) == timedelta(seconds=40)
+    assert _count(4).retry_after(T0 + timedelta(seconds=61)) is None
+
+
+def test_an_expired_window_starts_counting_afresh() -> None:
+    later = T0 + timedelta(minutes=16)
+    counter = _count(3).count_attempt(POLICY, later)
+    assert counter.failures == 1 and counter.window_started_at == later
+    assert counter.locked_until is None
+
+
+def test_tokens_are_256_bit_and_stored_only_as_sha256() -> None:
+    tokens = {new_token() for _ in range(100)}
+    assert len(tokens) == 100
+    token = tokens.pop()
+    assert looks_like_token(token) and len(token) == 43
+    assert len(token_hash(token)) == 32 and token.encode() not in token_hash(token)
+    assert not looks_like_token("short") and not looks_like_token("x" * 42 + "!")
+
+
+def test_account_keys_ignore_case_and_spaces() -> None:
+    assert account_key("  Ann@Example.COM ") == account_key("ann@example.com")
