@@ -4,8 +4,7 @@ A service's app factory calls `service_app` and adds its own routes and backgrou
 """
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 
 import asyncpg
 from aiohttp import web
@@ -13,8 +12,10 @@ from aiohttp import web
 from shopkit import db, errors
 from shopkit.broker import Broker
 from shopkit.identity import IDENTITY_HEADER, Identity, InvalidIdentity, Role, verify_identity
-from shopkit.migrations import apply_migrations
+from shopkit.migrations import MigrationSet, apply_migrations
+from shopkit.outbox import OutboxRelay, prune_published
 from shopkit.settings import ServiceSettings
+from shopkit.tasks import background, periodic
 from shopkit.web import Handler, base_middlewares, ok
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -70,7 +71,9 @@ def require_admin(request: web.Request) -> Identity:
     return caller
 
 
-def _database(schema: str, migrations: Path) -> Callable[[web.Application], AsyncIterator[None]]:
+def _database(
+    schema: str, migrations: Sequence[MigrationSet]
+) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS_KEY]
         conn = await db.connect_when_ready(settings, schema)
@@ -94,6 +97,19 @@ def _broker(name: str) -> Callable[[web.Application], AsyncIterator[None]]:
         await broker.close()
 
     return ctx
+
+
+def _outbox_relay(schema: str) -> list[Callable[[web.Application], AsyncIterator[None]]]:
+    """The relay runs for the app's lifetime. Cancelled at shutdown, a batch in flight rolls
+    back and stays pending for the next relay, whether it went out or not (at least once)."""
+
+    async def run(app: web.Application) -> None:
+        await OutboxRelay(app[POOL_KEY], app[BROKER_KEY], app[SETTINGS_KEY], schema).run()
+
+    async def prune(app: web.Application) -> None:
+        await prune_published(app[POOL_KEY])
+
+    return [background(f"{schema}-outbox-relay", run), periodic("outbox-prune", 600, prune)]
 
 
 async def live(request: web.Request) -> web.Response:
@@ -123,7 +139,7 @@ async def _postgres_check(pool: asyncpg.Pool) -> str:
 def service_app(
     name: str,
     settings: ServiceSettings,
-    migrations: Path,
+    migrations: Sequence[MigrationSet],
     routes: Iterable[web.AbstractRouteDef],
 ) -> web.Application:
     app = web.Application(
@@ -133,6 +149,7 @@ def service_app(
     app[SETTINGS_KEY] = settings
     app.cleanup_ctx.append(_database(name, migrations))
     app.cleanup_ctx.append(_broker(name))
+    app.cleanup_ctx.extend(_outbox_relay(name))
     app.router.add_get("/health/live", live)
     app.router.add_get("/health/ready", ready)
     app.add_routes(routes)

@@ -7,12 +7,11 @@ through the server's own quoting (`format('%I')`, `format('%L')`) with the value
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import asyncpg
 
-from shopkit.migrations import apply_migrations
+from shopkit.migrations import MigrationSet, apply_migrations
 
 log = logging.getLogger("shopkit.bootstrap")
 
@@ -21,7 +20,7 @@ log = logging.getLogger("shopkit.bootstrap")
 class ServiceDatabase:
     schema: str
     dsn: str
-    migrations: Path
+    migrations: list[MigrationSet]
 
     @property
     def role(self) -> str:

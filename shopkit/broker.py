@@ -7,18 +7,29 @@ Readiness reports the broker as down meanwhile, and a publish fails fast with 50
 
 import asyncio
 import logging
+from dataclasses import dataclass
 
 import aio_pika
 from aio_pika.abc import AbstractExchange, AbstractRobustConnection
 
 from shopkit.errors import ServiceUnavailable
-from shopkit.events import EXCHANGE, Event
+from shopkit.events import EXCHANGE
 
 log = logging.getLogger("shopkit.broker")
 
 
 class BrokerUnavailable(ServiceUnavailable):
     code, message = "service_unavailable", "The message broker is unavailable; try again shortly."
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    """An event as it goes on the wire: its id, type, JSON envelope and the request it came from."""
+
+    event_id: str
+    event_type: str
+    body: bytes
+    request_id: str | None
 
 
 class Broker:
@@ -61,23 +72,23 @@ class Broker:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    async def publish(self, event: Event, request_id: str | None) -> None:
-        """Returns once RabbitMQ confirmed the message; raises BrokerUnavailable otherwise."""
+    async def publish(self, outgoing: OutgoingMessage) -> None:
+        """Returns once RabbitMQ confirmed the message (persisted, routed); raises
+        BrokerUnavailable otherwise."""
         if not self.is_ready or self._exchange is None:
             raise BrokerUnavailable()
         message = aio_pika.Message(
-            event.body(),
-            message_id=str(event.id),
-            type=event.type,
+            outgoing.body,
+            message_id=outgoing.event_id,
+            type=outgoing.event_type,
             content_type="application/json",
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            timestamp=event.occurred_at,
-            app_id=event.source,
-            headers={"x-request-id": request_id or ""},
+            app_id=self._name,
+            headers={"x-request-id": outgoing.request_id or ""},
         )
         try:
             await self._exchange.publish(
-                message, routing_key=event.type, timeout=self._publish_timeout
+                message, routing_key=outgoing.event_type, timeout=self._publish_timeout
             )
         except (OSError, TimeoutError, aio_pika.exceptions.AMQPError, RuntimeError) as exc:
             raise BrokerUnavailable() from exc

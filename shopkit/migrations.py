@@ -1,14 +1,17 @@
 """Versioned `.sql` files per service, each applied once, under an advisory lock.
 
-Files are named `NNN_description.sql` and applied in number order, each in its own transaction
-together with its row in `<schema>.schema_migrations`. The advisory lock makes instances that start
-at the same time take turns: the second one finds everything applied and does nothing. A file that
-changed after it was applied stops the start-up rather than leaving schema and code out of step.
+A service's schema gets migrations from tracks: the kit's own (the outbox table every service
+has) and the service's. Within a track, files are named `NNN_description.sql` and applied in
+number order, each in its own transaction together with its row in `<schema>.schema_migrations`.
+The advisory lock makes instances that start at the same time take turns: the second one finds
+everything applied and does nothing. A file that changed after it was applied stops the start-up
+rather than leaving schema and code out of step.
 """
 
 import hashlib
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +27,22 @@ class MigrationError(Exception):
 
 
 @dataclass(frozen=True)
+class MigrationSet:
+    track: str
+    directory: Path
+
+
+KIT_MIGRATIONS = (MigrationSet("outbox", Path(__file__).parent / "sql" / "outbox"),)
+
+
+def service_migrations(track: str, directory: Path) -> list[MigrationSet]:
+    """What a service's schema is built from: the kit's tracks first, then its own."""
+    return [*KIT_MIGRATIONS, MigrationSet(track, directory)]
+
+
+@dataclass(frozen=True)
 class Migration:
+    track: str
     version: int
     name: str
     sql: str
@@ -41,55 +59,66 @@ class Migration:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
 
-def load_migrations(directory: Path) -> list[Migration]:
+def load_migrations(migration_set: MigrationSet) -> list[Migration]:
     migrations = []
-    for path in sorted(directory.glob("*.sql")):
+    for path in sorted(migration_set.directory.glob("*.sql")):
         match = _FILE_NAME.match(path.name)
         if not match:
             raise MigrationError(f"migration file name must look like 001_name.sql: {path.name}")
-        migrations.append(Migration(int(match.group(1)), path.stem, path.read_text()))
+        migrations.append(
+            Migration(migration_set.track, int(match.group(1)), path.stem, path.read_text())
+        )
     versions = [m.version for m in migrations]
     if len(set(versions)) != len(versions):
-        raise MigrationError(f"two migrations share a number in {directory}")
+        raise MigrationError(f"two migrations share a number in {migration_set.directory}")
     return migrations
 
 
-async def apply_migrations(conn: asyncpg.Connection, schema: str, directory: Path) -> list[str]:
+async def apply_migrations(
+    conn: asyncpg.Connection, schema: str, sets: Sequence[MigrationSet]
+) -> list[str]:
     """Applies what is pending; returns the names applied (empty when up to date)."""
-    migrations = load_migrations(directory)
+    migrations = [m for migration_set in sets for m in load_migrations(migration_set)]
     await conn.execute("SELECT pg_advisory_lock(hashtext($1))", f"migrations:{schema}")
     try:
         await conn.execute(
             """
             CREATE TABLE IF NOT EXISTS schema_migrations (
-                version integer PRIMARY KEY,
+                track text NOT NULL,
+                version integer NOT NULL,
                 name text NOT NULL,
                 checksum text NOT NULL,
-                applied_at timestamptz NOT NULL DEFAULT now()
+                applied_at timestamptz NOT NULL DEFAULT now(),
+                PRIMARY KEY (track, version)
             )
             """
         )
         applied = {
-            row["version"]: row["checksum"]
-            for row in await conn.fetch("SELECT version, checksum FROM schema_migrations")
+            (row["track"], row["version"]): row["checksum"]
+            for row in await conn.fetch("SELECT track, version, checksum FROM schema_migrations")
         }
         done = []
         for migration in migrations:
-            if migration.version in applied:
-                if applied[migration.version] != migration.checksum:
+            key = (migration.track, migration.version)
+            if key in applied:
+                if applied[key] != migration.checksum:
                     raise MigrationError(f"{migration.name} changed after it was applied")
                 continue
             async with conn.transaction():
                 if migration.has_statements:
                     await conn.execute(migration.sql)
                 await conn.execute(
-                    "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                    """
+                    INSERT INTO schema_migrations (track, version, name, checksum)
+                    VALUES ($1, $2, $3, $4)
+                    """,
+                    migration.track,
                     migration.version,
                     migration.name,
                     migration.checksum,
                 )
             log.info("applied migration", extra={"schema": schema, "migration": migration.name})
-            done.append(migration.name)
+            done.append(f"{migration.track}/{migration.name}")
         return done
     finally:
         await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", f"migrations:{schema}")

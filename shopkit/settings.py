@@ -32,3 +32,6 @@ class ServiceSettings(ComponentSettings):
     db_connect_timeout_seconds: float = 5.0
     # How long a starting process waits for Postgres before it gives up.
     startup_timeout_seconds: float = 60.0
+    # The outbox relay wakes on NOTIFY; polling is the fallback should a notification be missed.
+    outbox_poll_interval_seconds: float = Field(default=1.0, gt=0)
+    outbox_batch_size: int = Field(default=100, ge=1, le=1000)

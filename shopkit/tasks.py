@@ -10,6 +10,21 @@ from aiohttp import web
 log = logging.getLogger("shopkit.tasks")
 
 
+def background(
+    name: str, start: Callable[[web.Application], Awaitable[object]]
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup context running `start(app)` for the app's lifetime, cancelled at shutdown."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(start(app), name=name)
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return ctx
+
+
 def periodic(
     name: str, interval: float, job: Callable[[web.Application], Awaitable[object]]
 ) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -24,11 +39,4 @@ def periodic(
             except Exception:
                 log.warning("periodic job failed", extra={"job": name}, exc_info=True)
 
-    async def ctx(app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(loop(app), name=name)
-        yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-    return ctx
+    return background(name, loop)

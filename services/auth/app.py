@@ -11,12 +11,13 @@ from services.auth.passwords import Passwords
 from services.auth.routes import PASSWORDS_KEY, routes
 from services.auth.settings import AuthSettings
 from shopkit.app import POOL_KEY, SETTINGS_KEY, service_app
+from shopkit.migrations import service_migrations
 from shopkit.tasks import periodic
 
 log = logging.getLogger("services.auth")
 
 NAME = "auth"
-MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATIONS = service_migrations(NAME, Path(__file__).parent / "migrations")
 SWEEP_LOCK = "auth:session-sweep"
 
 

@@ -13,10 +13,10 @@ from services.auth import domain, queries
 from services.auth.passwords import Passwords
 from services.auth.settings import AuthSettings
 from shopkit import errors
-from shopkit.app import BROKER_KEY, POOL_KEY, SETTINGS_KEY, identity, require_user
-from shopkit.broker import BrokerUnavailable
+from shopkit.app import POOL_KEY, SETTINGS_KEY, identity, require_user
 from shopkit.events import Event
 from shopkit.identity import Identity, Role
+from shopkit.outbox import add_event
 from shopkit.web import ApiModel, ok, read_model, request_id
 
 log = logging.getLogger("services.auth")
@@ -153,8 +153,9 @@ def _ceil_seconds(wait: timedelta) -> int:
 async def logout(request: web.Request) -> web.Response:
     caller = require_user(request)
     assert caller.user_id and caller.session_id
-    if await queries.delete_session(request.app[POOL_KEY], caller.user_id, caller.session_id):
-        await _announce_revoked(request, caller, [caller.session_id])
+    async with request.app[POOL_KEY].acquire() as conn, conn.transaction():
+        if await queries.delete_session(conn, caller.user_id, caller.session_id):
+            await _announce_revoked(conn, request, caller, [caller.session_id])
     return ok({"revoked": 1})
 
 
@@ -162,9 +163,10 @@ async def logout(request: web.Request) -> web.Response:
 async def logout_all(request: web.Request) -> web.Response:
     caller = require_user(request)
     assert caller.user_id
-    revoked = await queries.delete_sessions_of(request.app[POOL_KEY], caller.user_id)
-    if revoked:
-        await _announce_revoked(request, caller, revoked)
+    async with request.app[POOL_KEY].acquire() as conn, conn.transaction():
+        revoked = await queries.delete_sessions_of(conn, caller.user_id)
+        if revoked:
+            await _announce_revoked(conn, request, caller, revoked)
     return ok({"revoked": len(revoked)})
 
 
@@ -197,9 +199,10 @@ async def revoke_session(request: web.Request) -> web.Response:
     caller = require_user(request)
     assert caller.user_id
     session_id = _uuid_or_404(request.match_info["session_id"])
-    if not await queries.delete_session(request.app[POOL_KEY], caller.user_id, session_id):
-        raise errors.NotFound("No such session.")
-    await _announce_revoked(request, caller, [session_id])
+    async with request.app[POOL_KEY].acquire() as conn, conn.transaction():
+        if not await queries.delete_session(conn, caller.user_id, session_id):
+            raise errors.NotFound("No such session.")
+        await _announce_revoked(conn, request, caller, [session_id])
     return ok({"revoked": 1})
 
 
@@ -234,19 +237,13 @@ def _uuid_or_404(text: str) -> uuid.UUID:
 
 
 async def _announce_revoked(
-    request: web.Request, caller: Identity, session_ids: list[uuid.UUID]
+    conn: asyncpg.Connection, request: web.Request, caller: Identity, session_ids: list[uuid.UUID]
 ) -> None:
-    """Tells other components (the gateways' token caches) that these sessions are gone.
-
-    The sessions are already deleted and every validation reads Postgres, so a failed publish
-    never lets a revoked token in; it is logged and the request still succeeds.
-    """
+    """Tells other components (the gateways' token caches) that these sessions are gone, in the
+    transaction that deletes them."""
     event = Event(
         type="auth.session_revoked",
         source="auth",
         data={"userId": str(caller.user_id), "sessionIds": [str(s) for s in session_ids]},
     )
-    try:
-        await request.app[BROKER_KEY].publish(event, request_id(request))
-    except BrokerUnavailable:
-        log.warning("session_revoked not published", extra={"event_id": str(event.id)})
+    await add_event(conn, event, aggregate_id=str(caller.user_id), request_id=request_id(request))

@@ -7,9 +7,10 @@ from aiohttp import web
 from services.notifications.routes import routes
 from services.notifications.settings import NotificationsSettings
 from shopkit.app import service_app
+from shopkit.migrations import service_migrations
 
 NAME = "notifications"
-MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATIONS = service_migrations(NAME, Path(__file__).parent / "migrations")
 
 
 def create_app(settings: NotificationsSettings) -> web.Application:

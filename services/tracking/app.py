@@ -7,9 +7,10 @@ from aiohttp import web
 from services.tracking.routes import routes
 from services.tracking.settings import TrackingSettings
 from shopkit.app import service_app
+from shopkit.migrations import service_migrations
 
 NAME = "tracking"
-MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATIONS = service_migrations(NAME, Path(__file__).parent / "migrations")
 
 
 def create_app(settings: TrackingSettings) -> web.Application:

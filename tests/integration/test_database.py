@@ -12,7 +12,7 @@ from services.auth.app import SWEEP_LOCK, sweep_expired_sessions
 from services.auth.domain import token_hash
 from shopkit.app import POOL_KEY
 from shopkit.bootstrap import ServiceDatabase, bootstrap, migrate, with_database
-from shopkit.migrations import MigrationError, apply_migrations
+from shopkit.migrations import MigrationError, MigrationSet, apply_migrations
 from tests.conftest import ADMIN_DSN, TEST_DATABASE, unique_email
 from tests.system import System, login, register
 
@@ -76,7 +76,8 @@ async def _schema_snapshot(admin_db: asyncpg.Pool) -> list[tuple]:
     applied = []
     for schema in SCHEMAS:
         applied += await admin_db.fetch(
-            f"SELECT '{schema}', version, checksum, applied_at FROM {schema}.schema_migrations"
+            f"SELECT '{schema}', track, version, checksum, applied_at "
+            f"FROM {schema}.schema_migrations"
         )
     return [tuple(r) for r in rows] + [tuple(r) for r in applied]
 
@@ -98,7 +99,7 @@ async def scratch(admin_db: asyncpg.Pool, tmp_path: Path):
     await admin_db.execute(f"CREATE SCHEMA {schema}")
     (tmp_path / "001_first.sql").write_text("CREATE TABLE things (id int PRIMARY KEY);")
     (tmp_path / "002_second.sql").write_text("ALTER TABLE things ADD COLUMN name text;")
-    yield schema, tmp_path
+    yield schema, [MigrationSet("scratch", tmp_path)]
     await admin_db.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
@@ -109,38 +110,40 @@ async def _connect_to(admin_db: asyncpg.Pool, schema: str) -> asyncpg.Connection
 
 
 async def test_concurrent_runners_apply_each_migration_once(admin_db, scratch) -> None:
-    schema, folder = scratch
+    schema, sets = scratch
     conns = [await _connect_to(admin_db, schema) for _ in range(4)]
     try:
-        results = await asyncio.gather(*(apply_migrations(c, schema, folder) for c in conns))
+        results = await asyncio.gather(*(apply_migrations(c, schema, sets) for c in conns))
     finally:
         for conn in conns:
             await conn.close()
     applied = sorted(name for result in results for name in result)
-    assert applied == ["001_first", "002_second"]
+    assert applied == ["scratch/001_first", "scratch/002_second"]
     versions = await admin_db.fetch(f"SELECT version FROM {schema}.schema_migrations")
     assert sorted(r["version"] for r in versions) == [1, 2]
 
 
 async def test_an_edited_applied_migration_stops_the_start(admin_db, scratch) -> None:
-    schema, folder = scratch
+    schema, sets = scratch
     conn = await _connect_to(admin_db, schema)
     try:
-        await apply_migrations(conn, schema, folder)
-        (folder / "001_first.sql").write_text("CREATE TABLE things (id bigint PRIMARY KEY);")
+        await apply_migrations(conn, schema, sets)
+        first = sets[0].directory / "001_first.sql"
+        first.write_text("CREATE TABLE things (id bigint);")
         with pytest.raises(MigrationError, match="changed after it was applied"):
-            await apply_migrations(conn, schema, folder)
+            await apply_migrations(conn, schema, sets)
     finally:
         await conn.close()
 
 
 async def test_a_failing_migration_leaves_nothing_behind(admin_db, scratch) -> None:
-    schema, folder = scratch
-    (folder / "003_broken.sql").write_text("CREATE TABLE half (id int); SELECT nonsense_fn();")
+    schema, sets = scratch
+    broken = sets[0].directory / "003_broken.sql"
+    broken.write_text("CREATE TABLE half (id int); SELECT nonsense_fn();")
     conn = await _connect_to(admin_db, schema)
     try:
         with pytest.raises(asyncpg.UndefinedFunctionError):
-            await apply_migrations(conn, schema, folder)
+            await apply_migrations(conn, schema, sets)
     finally:
         await conn.close()
     tables = await admin_db.fetch(

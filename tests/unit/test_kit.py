@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from shopkit import errors
-from shopkit.migrations import MigrationError, load_migrations
+from shopkit.migrations import KIT_MIGRATIONS, MigrationError, MigrationSet, load_migrations
 from shopkit.web import sane_request_id
 
 
@@ -32,8 +32,8 @@ def test_the_error_envelope_has_the_contract_fields() -> None:
 def test_migrations_load_in_number_order(tmp_path: Path) -> None:
     (tmp_path / "002_b.sql").write_text("SELECT 2;")
     (tmp_path / "001_a.sql").write_text("-- only a comment\n")
-    loaded = load_migrations(tmp_path)
-    assert [(m.version, m.name) for m in loaded] == [(1, "001_a"), (2, "002_b")]
+    loaded = load_migrations(MigrationSet("t", tmp_path))
+    assert [(m.track, m.version, m.name) for m in loaded] == [("t", 1, "001_a"), ("t", 2, "002_b")]
     assert not loaded[0].has_statements and loaded[1].has_statements
 
 
@@ -41,16 +41,18 @@ def test_migrations_load_in_number_order(tmp_path: Path) -> None:
 def test_badly_named_migrations_are_refused(tmp_path: Path, bad: str) -> None:
     (tmp_path / bad).write_text("SELECT 1;")
     with pytest.raises(MigrationError):
-        load_migrations(tmp_path)
+        load_migrations(MigrationSet("t", tmp_path))
 
 
 def test_two_migrations_with_one_number_are_refused(tmp_path: Path) -> None:
     (tmp_path / "001_a.sql").write_text("SELECT 1;")
     (tmp_path / "001_b.sql").write_text("SELECT 1;")
     with pytest.raises(MigrationError):
-        load_migrations(tmp_path)
+        load_migrations(MigrationSet("t", tmp_path))
 
 
 def test_every_service_ships_valid_migrations() -> None:
     for service in ("auth", "orders", "tracking", "notifications"):
-        assert load_migrations(Path("services") / service / "migrations")
+        assert load_migrations(MigrationSet(service, Path("services") / service / "migrations"))
+    for kit_set in KIT_MIGRATIONS:
+        assert load_migrations(kit_set)

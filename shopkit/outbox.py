@@ -1,0 +1,189 @@
+"""The transactional outbox: events are rows committed with the change, published by a relay.
+
+`add_event` writes the event in the caller's transaction, so a change and its event commit or
+roll back together: an event is never lost while RabbitMQ is down, nor sent for a change that
+did not happen. The relay publishes pending rows with publisher confirms and marks them only
+after the confirm, so a crash in between re-sends (at least once; consumers deduplicate by id).
+
+Several relays (one per instance) share the work with `FOR UPDATE SKIP LOCKED`. Order within one
+aggregate holds because a relay publishes an aggregate's rows one after another, and leaves an
+aggregate alone while an earlier row of it is locked by another relay.
+"""
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import timedelta
+
+import asyncpg
+
+from shopkit.broker import Broker, BrokerUnavailable, OutgoingMessage
+from shopkit.db import DATABASE_ERRORS
+from shopkit.events import Event
+from shopkit.settings import ServiceSettings
+
+log = logging.getLogger("shopkit.outbox")
+
+# Published rows are kept this long for inspection, then pruned.
+RETENTION = timedelta(hours=1)
+
+
+def channel_for(schema: str) -> str:
+    return f"{schema}_outbox"
+
+
+async def add_event(
+    conn: asyncpg.Connection, event: Event, aggregate_id: str, request_id: str | None
+) -> None:
+    """Adds `event` to the outbox inside the caller's open transaction."""
+    await conn.execute(
+        """
+        INSERT INTO outbox (event_id, event_type, aggregate_id, body, request_id)
+        VALUES ($1, $2, $3, $4::jsonb, $5)
+        """,
+        event.id, event.type, aggregate_id, event.body().decode(), request_id,
+    )
+    # Delivered at commit, and only if the transaction commits: wakes the relays at once.
+    await conn.execute("SELECT pg_notify(current_schema() || '_outbox', '')")
+
+
+@dataclass
+class _Row:
+    id: int
+    aggregate_id: str
+    message: OutgoingMessage
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        broker: Broker,
+        settings: ServiceSettings,
+        schema: str,
+    ) -> None:
+        self._pool = pool
+        self._broker = broker
+        self._settings = settings
+        self._schema = schema
+        self._wakeup = asyncio.Event()
+        self._listener: asyncpg.Connection | None = None
+
+    async def run(self) -> None:
+        """Publishes until cancelled; outages of Postgres or RabbitMQ only pause it."""
+        delay = 0.1
+        try:
+            while True:
+                try:
+                    await self._listen()
+                    if await self.publish_pending() == self._settings.outbox_batch_size:
+                        continue  # a full batch: more are likely waiting
+                    delay = 0.1
+                    await self._sleep(self._settings.outbox_poll_interval_seconds)
+                except (*DATABASE_ERRORS, BrokerUnavailable) as exc:
+                    log.warning("outbox relay paused: %s", type(exc).__name__)
+                    await self._close_listener()
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+        finally:
+            await self._close_listener()
+
+    async def publish_pending(self) -> int:
+        """One pass: publishes up to a batch of pending rows; returns how many went out."""
+        if not self._broker.is_ready:
+            raise BrokerUnavailable()
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await self._claim(conn)
+            if not rows:
+                return 0
+            groups: dict[str, list[_Row]] = defaultdict(list)
+            for row in rows:
+                groups[row.aggregate_id].append(row)
+            results = await asyncio.gather(*(self._publish_in_order(g) for g in groups.values()))
+            published = [row_id for ids in results for row_id in ids]
+            await conn.execute(
+                "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])", published
+            )
+        if len(published) < len(rows):
+            raise BrokerUnavailable()
+        return len(published)
+
+    async def _claim(self, conn: asyncpg.Connection) -> list[_Row]:
+        """Locks a batch of pending rows, minus aggregates another relay is still publishing."""
+        rows = await conn.fetch(
+            """
+            SELECT id, event_id, event_type, aggregate_id, body::text AS body, request_id
+            FROM outbox WHERE published_at IS NULL
+            ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
+            """,
+            self._settings.outbox_batch_size,
+        )
+        if not rows:
+            return []
+        # An earlier pending row we did not get is locked by another relay (rows of one
+        # aggregate are committed in id order): its aggregate waits for the next pass.
+        busy = {
+            r["aggregate_id"]
+            for r in await conn.fetch(
+                """
+                SELECT DISTINCT aggregate_id FROM outbox
+                WHERE published_at IS NULL AND aggregate_id = ANY($1::text[])
+                  AND id < $2 AND NOT id = ANY($3::bigint[])
+                """,
+                list({r["aggregate_id"] for r in rows}),
+                rows[-1]["id"],
+                [r["id"] for r in rows],
+            )
+        }
+        return [
+            _Row(
+                r["id"],
+                r["aggregate_id"],
+                OutgoingMessage(
+                    str(r["event_id"]), r["event_type"], r["body"].encode(), r["request_id"]
+                ),
+            )
+            for r in rows
+            if r["aggregate_id"] not in busy
+        ]
+
+    async def _publish_in_order(self, rows: list[_Row]) -> list[int]:
+        """Publishes one aggregate's rows one by one; stops at the first failure."""
+        published = []
+        for row in rows:
+            try:
+                await self._broker.publish(row.message)
+            except BrokerUnavailable:
+                break
+            published.append(row.id)
+        return published
+
+    async def _listen(self) -> None:
+        if self._listener is not None and not self._listener.is_closed():
+            return
+        self._listener = await asyncpg.connect(
+            self._settings.database_url.get_secret_value(),
+            timeout=self._settings.db_connect_timeout_seconds,
+        )
+        await self._listener.add_listener(channel_for(self._schema), self._on_notify)
+
+    def _on_notify(self, *_: object) -> None:
+        self._wakeup.set()
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wakeup.wait(), seconds)
+        self._wakeup.clear()
+
+    async def _close_listener(self) -> None:
+        if self._listener is not None:
+            with contextlib.suppress(*DATABASE_ERRORS):
+                await self._listener.close(timeout=1)
+            self._listener = None
+
+
+
+async def prune_published(pool: asyncpg.Pool) -> None:
+    await pool.execute("DELETE FROM outbox WHERE published_at < now() - $1::interval", RETENTION)

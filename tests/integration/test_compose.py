@@ -1,0 +1,236 @@
+"""docker-compose.yml, as a real Compose parser reads it.
+
+`docker-compose config` interpolates the file, validates it against the Compose schema and
+prints it normalized, without a Docker engine. The checks below then hold the file to the code:
+a setting added to a component's settings class but not wired into compose fails here.
+"""
+
+import importlib.util
+import os
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+from pydantic_settings import BaseSettings
+
+from gateway.settings import GatewaySettings
+from services.auth.settings import AuthSettings
+from services.bootstrap import BootstrapSettings
+from services.notifications.settings import NotificationsSettings
+from services.orders.settings import OrdersSettings
+from services.tracking.settings import TrackingSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+
+# Dummy values for every secret the file requires; recognisable, so the checks below can tell
+# that each reached the right place.
+SECRETS = {
+    "IDENTITY_SECRET": "dummy-identity-secret-at-least-32-characters",
+    "POSTGRES_PASSWORD": "dummy-postgres",
+    "RABBITMQ_PASSWORD": "dummy-rabbitmq",
+    "AUTH_DB_PASSWORD": "dummy-auth",
+    "ORDERS_DB_PASSWORD": "dummy-orders",
+    "TRACKING_DB_PASSWORD": "dummy-tracking",
+    "NOTIFICATIONS_DB_PASSWORD": "dummy-notifications",
+}
+
+SERVICES: dict[str, type[BaseSettings]] = {
+    "auth": AuthSettings,
+    "orders": OrdersSettings,
+    "tracking": TrackingSettings,
+    "notifications": NotificationsSettings,
+}
+COMPONENTS: dict[str, type[BaseSettings]] = {"gateway": GatewaySettings, **SERVICES}
+SETTINGS: dict[str, type[BaseSettings]] = {**COMPONENTS, "bootstrap": BootstrapSettings}
+INFRASTRUCTURE = ("postgres", "rabbitmq")
+
+Service = dict[str, Any]
+
+
+def compose_executable() -> str:
+    executable = shutil.which("docker-compose")
+    if executable is None:
+        pytest.fail("docker-compose is not on PATH: run scripts/ensure-compose-parser")
+    return executable
+
+
+def run_config(env_file: Path, secrets: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`docker-compose config` with only PATH and the given secrets in its environment.
+
+    The empty --env-file keeps a developer's .env (written by `make run`) from filling in
+    variables the test means to leave unset.
+    """
+    command = [compose_executable(), "--env-file", str(env_file), "-f", str(COMPOSE_FILE), "config"]
+    env = {"PATH": os.environ.get("PATH", ""), **secrets}
+    return subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+@pytest.fixture(scope="module")
+def env_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("compose") / "empty.env"
+    path.write_text("")
+    return path
+
+
+@pytest.fixture(scope="module")
+def services(env_file: Path) -> dict[str, Service]:
+    result = run_config(env_file, SECRETS)
+    assert result.returncode == 0, f"docker-compose config failed:\n{result.stderr}"
+    return yaml.safe_load(result.stdout)["services"]
+
+
+def environment(service: Service) -> dict[str, str]:
+    """A service's environment as a mapping, whichever of the two spellings the parser prints."""
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {name: "" if value is None else str(value) for name, value in env.items()}
+
+
+def conditions(service: Service) -> dict[str, str]:
+    depends_on = service.get("depends_on") or {}
+    if isinstance(depends_on, list):  # the short form means "started"
+        return dict.fromkeys(depends_on, "service_started")
+    return {name: spec["condition"] for name, spec in depends_on.items()}
+
+
+def published_targets(service: Service) -> list[int]:
+    """Container ports a service publishes, from the short ("8080:8080") or the long form."""
+    targets = []
+    for port in service.get("ports") or []:
+        target = port["target"] if isinstance(port, dict) else str(port).rsplit(":", 1)[-1]
+        targets.append(int(str(target).split("/")[0]))
+    return targets
+
+
+def command_module(service: Service) -> str:
+    command = service["command"]
+    argv = shlex.split(command) if isinstance(command, str) else [str(arg) for arg in command]
+    assert argv[:2] == ["python", "-m"], f"expected `python -m MODULE`, got {argv}"
+    return argv[2]
+
+
+def test_config_parses_with_the_required_secrets(env_file: Path) -> None:
+    result = run_config(env_file, SECRETS)
+    assert result.returncode == 0, result.stderr
+    assert "services:" in result.stdout
+
+
+@pytest.mark.parametrize("missing", sorted(SECRETS))
+def test_every_secret_is_required(env_file: Path, missing: str) -> None:
+    secrets = {name: value for name, value in SECRETS.items() if name != missing}
+    result = run_config(env_file, secrets)
+    assert result.returncode != 0, f"compose accepted a missing {missing}"
+    assert missing in result.stderr
+
+
+def test_every_part_is_there(services: dict[str, Service]) -> None:
+    assert set(services) == {*SETTINGS, *INFRASTRUCTURE}
+
+
+@pytest.mark.parametrize("name", [*COMPONENTS, *INFRASTRUCTURE])
+def test_healthchecks(services: dict[str, Service], name: str) -> None:
+    healthcheck = services[name].get("healthcheck") or {}
+    assert healthcheck.get("test"), f"{name} has no healthcheck"
+    assert not healthcheck.get("disable", False)
+    if name in COMPONENTS:
+        assert "/health/" in " ".join(healthcheck["test"])
+
+
+def test_bootstrap_runs_once_after_postgres(services: dict[str, Service]) -> None:
+    assert "healthcheck" not in services["bootstrap"]
+    assert conditions(services["bootstrap"]) == {"postgres": "service_healthy"}
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_services_wait_for_infrastructure_and_bootstrap(
+    services: dict[str, Service], name: str
+) -> None:
+    assert conditions(services[name]) == {
+        "postgres": "service_healthy",
+        "rabbitmq": "service_healthy",
+        "bootstrap": "service_completed_successfully",
+    }
+
+
+def test_gateway_waits_for_healthy_services(services: dict[str, Service]) -> None:
+    assert conditions(services["gateway"]) == dict.fromkeys(SERVICES, "service_healthy")
+
+
+@pytest.mark.parametrize("name", SETTINGS)
+def test_every_setting_is_wired(services: dict[str, Service], name: str) -> None:
+    env = environment(services[name])
+    settings_class = SETTINGS[name]
+    missing = sorted(
+        field.upper() for field in settings_class.model_fields if field.upper() not in env
+    )
+    assert not missing, f"{name}'s environment lacks {missing}"
+    # The values must also be ones the component accepts.
+    settings_class(**{field: env[field.upper()] for field in settings_class.model_fields})
+
+
+@pytest.mark.parametrize("name", COMPONENTS)
+def test_components_listen_on_every_interface(services: dict[str, Service], name: str) -> None:
+    assert environment(services[name])["HOST"] == "0.0.0.0"
+
+
+@pytest.mark.parametrize("name", SETTINGS)
+def test_commands_name_runnable_modules(services: dict[str, Service], name: str) -> None:
+    module = command_module(services[name])
+    spec = importlib.util.find_spec(module)
+    assert spec is not None, f"no module {module}"
+    if spec.submodule_search_locations is not None:  # `python -m PACKAGE` runs its __main__
+        assert importlib.util.find_spec(f"{module}.__main__") is not None
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_gateway_upstreams_point_at_the_services(services: dict[str, Service], name: str) -> None:
+    url = urlsplit(environment(services["gateway"])[f"{name.upper()}_URL"])
+    assert url.hostname == name
+    assert url.port == int(environment(services[name])["PORT"])
+
+
+def test_only_the_gateway_publishes_a_port(services: dict[str, Service]) -> None:
+    gateway_port = int(environment(services["gateway"])["PORT"])
+    assert published_targets(services["gateway"]) == [gateway_port]
+    publishing = [name for name in services if name != "gateway" and services[name].get("ports")]
+    assert not publishing
+
+
+def test_components_share_the_identity_secret(services: dict[str, Service]) -> None:
+    # The gateway signs identities that the services verify with the same secret.
+    for name in COMPONENTS:
+        assert environment(services[name])["IDENTITY_SECRET"] == SECRETS["IDENTITY_SECRET"]
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_service_database_matches_bootstrap(services: dict[str, Service], name: str) -> None:
+    # Bootstrap sets each role's password from its URL; the service must sign in with the same.
+    dsn = environment(services[name])["DATABASE_URL"]
+    assert dsn == environment(services["bootstrap"])[f"{name.upper()}_DATABASE_URL"]
+    url = urlsplit(dsn)
+    assert (url.hostname, url.path, url.username) == ("postgres", "/shop", f"shop_{name}")
+    assert url.password == SECRETS[f"{name.upper()}_DB_PASSWORD"]
+
+
+def test_bootstrap_signs_in_as_the_postgres_admin(services: dict[str, Service]) -> None:
+    url = urlsplit(environment(services["bootstrap"])["ADMIN_DATABASE_URL"])
+    assert url.hostname == "postgres"
+    assert url.password == environment(services["postgres"])["POSTGRES_PASSWORD"]
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_services_sign_in_to_rabbitmq(services: dict[str, Service], name: str) -> None:
+    url = urlsplit(environment(services[name])["RABBITMQ_URL"])
+    broker = environment(services["rabbitmq"])
+    assert url.hostname == "rabbitmq"
+    assert url.username == broker["RABBITMQ_DEFAULT_USER"]
+    assert url.password == broker["RABBITMQ_DEFAULT_PASS"] == SECRETS["RABBITMQ_PASSWORD"]
