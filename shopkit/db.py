@@ -5,6 +5,7 @@ import logging
 import time
 
 import asyncpg
+import orjson
 
 from shopkit.settings import ServiceSettings
 
@@ -50,10 +51,21 @@ async def connect_when_ready(settings: ServiceSettings, schema: str) -> asyncpg.
             delay = min(delay * 2, 2.0)
 
 
+async def _json_codecs(conn: asyncpg.Connection) -> None:
+    """jsonb columns read and take Python values (dicts, lists) instead of JSON text."""
+    await conn.set_type_codec(
+        "jsonb",
+        schema="pg_catalog",
+        encoder=lambda value: orjson.dumps(value).decode(),
+        decoder=orjson.loads,
+    )
+
+
 async def create_pool(settings: ServiceSettings, schema: str) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
         min_size=settings.db_pool_min_size,
         max_size=settings.db_pool_max_size,
+        init=_json_codecs,
         **_connect_options(settings, schema),
     )
     assert pool is not None

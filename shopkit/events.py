@@ -5,8 +5,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-
 EXCHANGE = "shop.events"
 
 
@@ -18,13 +16,11 @@ class Event:
     id: uuid.UUID = field(default_factory=uuid.uuid4)
     occurred_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
-    def body(self) -> bytes:
-        return orjson.dumps(
-            {
-                "id": str(self.id),
-                "type": self.type,
-                "occurredAt": self.occurred_at.isoformat(),
-                "source": self.source,
-                "data": self.data,
-            }
-        )
+    def envelope(self) -> dict[str, Any]:
+        return {
+            "id": str(self.id),
+            "type": self.type,
+            "occurredAt": self.occurred_at.isoformat(),
+            "source": self.source,
+            "data": self.data,
+        }

@@ -41,9 +41,9 @@ async def add_event(
     await conn.execute(
         """
         INSERT INTO outbox (event_id, event_type, aggregate_id, body, request_id)
-        VALUES ($1, $2, $3, $4::jsonb, $5)
+        VALUES ($1, $2, $3, $4, $5)
         """,
-        event.id, event.type, aggregate_id, event.body().decode(), request_id,
+        event.id, event.type, aggregate_id, event.envelope(), request_id,
     )
     # Delivered at commit, and only if the transaction commits: wakes the relays at once.
     await conn.execute("SELECT pg_notify(current_schema() || '_outbox', '')")

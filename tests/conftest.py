@@ -16,7 +16,7 @@ import pytest
 
 from services.bootstrap import BootstrapSettings
 from shopkit.bootstrap import ServiceDatabase, bootstrap, with_database
-from tests.system import System, running_system
+from tests.system import System, login, register, running_system
 
 ADMIN_DSN = os.environ.get(
     "ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -71,3 +71,19 @@ async def client(system: System) -> AsyncIterator[aiohttp.ClientSession]:
 
 def unique_email() -> str:
     return f"user-{uuid.uuid4().hex[:12]}@example.com"
+
+
+@pytest.fixture(scope="session")
+async def admin_token(system: System, admin_db: asyncpg.Pool) -> str:
+    async with aiohttp.ClientSession(base_url=system.gateway_url) as session:
+        email = unique_email()
+        await register(session, email, password="admin password")
+        await admin_db.execute("UPDATE auth.users SET role = 'admin' WHERE email = $1", email)
+        return await login(session, email, password="admin password")
+
+
+@pytest.fixture
+async def user_token(client: aiohttp.ClientSession) -> str:
+    email = unique_email()
+    await register(client, email)
+    return await login(client, email)

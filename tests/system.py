@@ -123,3 +123,52 @@ async def login(
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+async def call(
+    client: aiohttp.ClientSession,
+    method: str,
+    path: str,
+    token: str | None = None,
+    json: Any = None,
+    **headers: str,
+) -> tuple[int, Any]:
+    """One request through the gateway: (status, parsed body)."""
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    async with client.request(method, path, json=json, headers=headers) as response:
+        return response.status, await response.json()
+
+
+def address_payload(**overrides: Any) -> dict[str, Any]:
+    return {
+        "label": "Home",
+        "recipient": "Ann Example",
+        "line1": "1 Main Street",
+        "line2": None,
+        "city": "Springfield",
+        "postalCode": "12345",
+        "country": "US",
+        "phone": "+1 555 0100",
+        **overrides,
+    }
+
+
+async def create_product(
+    client: aiohttp.ClientSession, admin_token: str, stock: int, price_cents: int = 1250
+) -> dict[str, Any]:
+    sku = f"SKU-{secrets.token_hex(6)}"
+    status, body = await call(
+        client, "POST", "/api/admin/products", admin_token,
+        {"sku": sku, "name": f"Product {sku}", "priceCents": price_cents, "stock": stock},
+    )
+    assert status == 201, body
+    return body["data"]
+
+
+async def create_address(
+    client: aiohttp.ClientSession, token: str, **overrides: Any
+) -> dict[str, Any]:
+    status, body = await call(client, "POST", "/api/addresses", token, address_payload(**overrides))
+    assert status == 201, body
+    return body["data"]

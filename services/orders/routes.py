@@ -1,5 +1,7 @@
-"""HTTP endpoints of the orders service."""
+"""HTTP endpoints of the orders service: addresses, products and stock, orders."""
 
-from aiohttp import web
+from services.orders.addresses import routes as address_routes
+from services.orders.orders import routes as order_routes
+from services.orders.products import routes as product_routes
 
-routes = web.RouteTableDef()
+routes = [*address_routes, *product_routes, *order_routes]

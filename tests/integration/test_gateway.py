@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestServer
 
 from shopkit.identity import IDENTITY_HEADER, Identity, Role, sign_identity
 from tests.conftest import unique_email
-from tests.system import System, bearer, login, register, running_system
+from tests.system import System, bearer, register, running_system
 
 SERVICE_PATHS = {
     "auth": "/api/users/me",
@@ -27,13 +27,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-@pytest.fixture
-async def user_token(client: aiohttp.ClientSession) -> str:
-    email = unique_email()
-    await register(client, email)
-    return await login(client, email)
 
 
 async def test_services_refuse_calls_that_bypass_the_gateway(

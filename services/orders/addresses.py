@@ -1,0 +1,146 @@
+"""Addresses: CRUD plus `/default`, with exactly one default per user who has any."""
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from aiohttp import web
+from asyncpg import Record
+from pydantic import Field, StringConstraints, field_validator
+
+from services.orders import queries
+from services.orders.common import uuid_or_404
+from services.orders.countries import ISO_3166_ALPHA_2
+from shopkit import errors
+from shopkit.app import POOL_KEY, require_user
+from shopkit.pagination import page_of
+from shopkit.web import ApiModel, ok, read_model
+
+routes = web.RouteTableDef()
+
+
+Label = Annotated[str, StringConstraints(strip_whitespace=True, max_length=50)]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Street = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+OptionalStreet = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
+PostalCode = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20)]
+
+
+class AddressIn(ApiModel):
+    label: Label = ""
+    recipient: Name
+    line1: Street
+    line2: OptionalStreet | None = None
+    city: Name
+    postal_code: PostalCode
+    country: str
+    phone: Annotated[str, Field(pattern=r"^\+?[0-9][0-9 ()./-]{2,29}$")] | None = None
+    is_default: bool = False
+
+    @field_validator("country")
+    @classmethod
+    def _iso_country(cls, value: str) -> str:
+        code = value.strip().upper()
+        if code not in ISO_3166_ALPHA_2:
+            raise ValueError("must be an ISO 3166-1 alpha-2 country code, e.g. DE or US")
+        return code
+
+    def fields(self) -> dict[str, str | None]:
+        return {name: getattr(self, name) for name in queries.ADDRESS_FIELDS}
+
+
+class Address(ApiModel):
+    id: uuid.UUID
+    label: str
+    recipient: str
+    line1: str
+    line2: str | None
+    city: str
+    postal_code: str
+    country: str
+    phone: str | None
+    is_default: bool
+    created_at: datetime
+
+
+def address_view(row: Record) -> Address:
+    return Address(**{name: row[name] for name in Address.model_fields})
+
+
+@routes.get("/api/addresses")
+async def list_addresses(request: web.Request) -> web.Response:
+    caller = require_user(request)
+    page = page_of(request)
+    after = page.after_key(datetime.fromisoformat, int)
+    async with request.app[POOL_KEY].acquire() as conn:
+        rows = await queries.list_addresses(conn, caller.user_id, after, page.limit + 1)
+    return ok(page.answer(rows, lambda r: [r["created_at"].isoformat(), r["seq"]], address_view))
+
+
+@routes.post("/api/addresses")
+async def create_address(request: web.Request) -> web.Response:
+    caller = require_user(request)
+    body = await read_model(request, AddressIn)
+    async with request.app[POOL_KEY].acquire() as conn, conn.transaction():
+        await queries.lock_addresses_of(conn, caller.user_id)
+        first = not await queries.has_addresses(conn, caller.user_id)
+        row = await queries.insert_address(
+            conn, uuid.uuid4(), caller.user_id, body.fields(), is_default=first
+        )
+        if body.is_default and not first:
+            row = await queries.move_default(conn, caller.user_id, row["id"])
+    return ok(address_view(row), status=201)
+
+
+@routes.get("/api/addresses/{address_id}")
+async def get_address(request: web.Request) -> web.Response:
+    caller = require_user(request)
+    address_id = uuid_or_404(request.match_info["address_id"])
+    async with request.app[POOL_KEY].acquire() as conn:
+        row = await queries.address_of(conn, caller.user_id, address_id)
+    if row is None:
+        raise errors.NotFound("No such address.")
+    return ok(address_view(row))
+
+
+@routes.put("/api/addresses/{address_id}")
+async def replace_address(request: web.Request) -> web.Response:
+    """Replaces the fields. `isDefault: true` moves the default here; `false` never leaves the
+    user without one, so on the current default it changes nothing."""
+    caller = require_user(request)
+    address_id = uuid_or_404(request.match_info["address_id"])
+    body = await read_model(request, AddressIn)
+    async with request.app[POOL_KEY].acquire() as conn, conn.transaction():
+        await queries.lock_addresses_of(conn, caller.user_id)
+        if await queries.address_of(conn, caller.user_id, address_id) is None:
+            raise errors.NotFound("No such address.")
+        row = await queries.update_address(conn, address_id, body.fields())
+        if body.is_default and not row["is_default"]:
+            row = await queries.move_default(conn, caller.user_id, address_id)
+    return ok(address_view(row))
+
+
+@routes.post("/api/addresses/{address_id}/default")
+async def make_default(request: web.Request) -> web.Response:
+    caller = require_user(request)
+    address_id = uuid_or_404(request.match_info["address_id"])
+    async with request.app[POOL_KEY].acquire() as conn, conn.transaction():
+        await queries.lock_addresses_of(conn, caller.user_id)
+        if await queries.address_of(conn, caller.user_id, address_id) is None:
+            raise errors.NotFound("No such address.")
+        row = await queries.move_default(conn, caller.user_id, address_id)
+    return ok(address_view(row))
+
+
+@routes.delete("/api/addresses/{address_id}")
+async def delete_address(request: web.Request) -> web.Response:
+    caller = require_user(request)
+    address_id = uuid_or_404(request.match_info["address_id"])
+    async with request.app[POOL_KEY].acquire() as conn, conn.transaction():
+        await queries.lock_addresses_of(conn, caller.user_id)
+        was_default = await queries.delete_address(conn, caller.user_id, address_id)
+        if was_default is None:
+            raise errors.NotFound("No such address.")
+        if was_default:
+            await queries.promote_newest(conn, caller.user_id)
+    return ok({"id": str(address_id), "deleted": True})

@@ -1,0 +1,113 @@
+"""Rules of orders and stock, free of HTTP and SQL."""
+
+import hashlib
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+
+import orjson
+
+
+class OrderStatus(StrEnum):
+    PLACED = "placed"
+    CONFIRMED = "confirmed"
+    SHIPPED = "shipped"
+    IN_TRANSIT = "in_transit"
+    OUT_FOR_DELIVERY = "out_for_delivery"
+    DELIVERED = "delivered"
+    CANCELLED = "cancelled"
+
+
+FORWARD = [
+    OrderStatus.PLACED,
+    OrderStatus.CONFIRMED,
+    OrderStatus.SHIPPED,
+    OrderStatus.IN_TRANSIT,
+    OrderStatus.OUT_FOR_DELIVERY,
+    OrderStatus.DELIVERED,
+]
+CANCELLABLE = frozenset({OrderStatus.PLACED, OrderStatus.CONFIRMED})
+
+
+def can_move(current: OrderStatus, target: OrderStatus) -> bool:
+    """Forward only (steps may be skipped); cancel only before shipping; final states stay."""
+    if target is OrderStatus.CANCELLED:
+        return current in CANCELLABLE
+    if current is OrderStatus.CANCELLED:
+        return False
+    return FORWARD.index(target) > FORWARD.index(current)
+
+
+@dataclass(frozen=True)
+class Line:
+    product_id: UUID
+    quantity: int
+
+
+@dataclass(frozen=True)
+class StockedProduct:
+    id: UUID
+    sku: str
+    name: str
+    price_cents: int
+    stock: int
+
+
+@dataclass(frozen=True)
+class OrderItem:
+    product_id: UUID
+    sku: str
+    name: str
+    unit_price_cents: int
+    quantity: int
+
+
+@dataclass(frozen=True)
+class Shortage:
+    product_id: UUID
+    sku: str
+    requested: int
+    available: int
+
+
+class UnknownProducts(Exception):
+    def __init__(self, product_ids: list[UUID]) -> None:
+        super().__init__("unknown products")
+        self.product_ids = product_ids
+
+
+class OutOfStock(Exception):
+    def __init__(self, shortages: list[Shortage]) -> None:
+        super().__init__("insufficient stock")
+        self.shortages = shortages
+
+
+def plan_items(lines: list[Line], products: dict[UUID, StockedProduct]) -> list[OrderItem]:
+    """The order's items, priced now, when every line is in stock; otherwise raises naming every
+    line that is unknown or short (not only the first), so the client can fix them all."""
+    unknown = [line.product_id for line in lines if line.product_id not in products]
+    if unknown:
+        raise UnknownProducts(unknown)
+    short = [
+        Shortage(line.product_id, products[line.product_id].sku, line.quantity, stock)
+        for line in lines
+        if (stock := products[line.product_id].stock) < line.quantity
+    ]
+    if short:
+        raise OutOfStock(short)
+    return [
+        OrderItem(p.id, p.sku, p.name, p.price_cents, line.quantity)
+        for line in lines
+        if (p := products[line.product_id])
+    ]
+
+
+def total_cents(items: list[OrderItem]) -> int:
+    return sum(item.unit_price_cents * item.quantity for item in items)
+
+
+def fingerprint(body: Any) -> bytes:
+    """What makes two create requests 'the same' for an Idempotency-Key: the parsed body, with
+    key order and white space not counting."""
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).digest()

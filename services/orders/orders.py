@@ -1,0 +1,334 @@
+"""Orders: placing (stock taken all or nothing, idempotent), reading, cancelling, admin status.
+
+Every change is one transaction holding the order's row (or the products' rows) locked: the
+status, the version, the history entry, the stock and the outbox event commit together.
+"""
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+import asyncpg
+from aiohttp import web
+from pydantic import Field, StrictInt, StringConstraints, field_validator
+
+from services.orders import domain, queries
+from services.orders.addresses import address_view
+from services.orders.common import uuid_or_404
+from services.orders.domain import OrderStatus
+from shopkit import errors
+from shopkit.app import POOL_KEY, require_admin, require_user
+from shopkit.events import Event
+from shopkit.identity import Identity, Role
+from shopkit.outbox import add_event
+from shopkit.pagination import Page, page_of
+from shopkit.web import ApiModel, ok, read_json, read_model, request_id, validate
+
+routes = web.RouteTableDef()
+
+Note = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)]
+IDEMPOTENCY_KEY = "Idempotency-Key"
+_KEY_SHAPE = r"^[\x21-\x7e]{1,255}$"
+
+
+class LineIn(ApiModel):
+    product_id: uuid.UUID
+    quantity: Annotated[StrictInt, Field(ge=1, le=100)]
+
+
+class OrderIn(ApiModel):
+    address_id: uuid.UUID
+    items: Annotated[list[LineIn], Field(min_length=1, max_length=50)]
+    note: Note | None = None
+
+    @field_validator("items")
+    @classmethod
+    def _each_product_once(cls, items: list[LineIn]) -> list[LineIn]:
+        if len({line.product_id for line in items}) != len(items):
+            raise ValueError("list each product once, with its total quantity")
+        return items
+
+
+class StatusChange(ApiModel):
+    status: OrderStatus
+    note: Note | None = None
+
+
+class IdempotencyKey(ApiModel):
+    key: Annotated[str, Field(pattern=_KEY_SHAPE)] | None = None
+
+
+class Item(ApiModel):
+    product_id: uuid.UUID
+    sku: str
+    name: str
+    unit_price_cents: int
+    quantity: int
+
+
+class HistoryEntry(ApiModel):
+    status: OrderStatus
+    note: str | None
+    changed_by: uuid.UUID
+    changed_at: datetime
+
+
+class Order(ApiModel):
+    id: uuid.UUID
+    user_id: uuid.UUID
+    status: OrderStatus
+    items: list[Item]
+    total_cents: int
+    shipping_address: dict[str, Any]
+    note: str | None
+    history: list[HistoryEntry]
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+
+# Reading -----------------------------------------------------------------------------------
+
+
+async def order_views(conn: asyncpg.Connection, rows: list[asyncpg.Record]) -> list[Order]:
+    ids = [row["id"] for row in rows]
+    items: dict[uuid.UUID, list[Item]] = {i: [] for i in ids}
+    history: dict[uuid.UUID, list[HistoryEntry]] = {i: [] for i in ids}
+    for r in await queries.items_of(conn, ids):
+        items[r["order_id"]].append(Item(**{k: r[k] for k in Item.model_fields}))
+    for r in await queries.history_of(conn, ids):
+        history[r["order_id"]].append(HistoryEntry(**{k: r[k] for k in HistoryEntry.model_fields}))
+    return [
+        Order(
+            **{k: row[k] for k in Order.model_fields if k not in ("items", "history")},
+            items=items[row["id"]],
+            history=history[row["id"]],
+        )
+        for row in rows
+    ]
+
+
+async def _visible_order(conn: asyncpg.Connection, caller: Identity, order_id: uuid.UUID) -> Order:
+    """The order if the caller owns it or is an admin; 404 otherwise (never 'it exists')."""
+    row = await queries.order(conn, order_id)
+    if row is None or (caller.role is not Role.ADMIN and row["user_id"] != caller.user_id):
+        raise errors.NotFound("No such order.")
+    return (await order_views(conn, [row]))[0]
+
+
+def _status_filter(request: web.Request) -> str | None:
+    raw = request.query.get("status")
+    if raw is None:
+        return None
+    if raw not in {status.value for status in OrderStatus}:
+        raise errors.ValidationFailed(
+            details=[{"field": "status", "message": f"must be one of {', '.join(OrderStatus)}"}]
+        )
+    return raw
+
+
+async def _order_page(
+    request: web.Request, user_id: uuid.UUID | None, page: Page
+) -> web.Response:
+    after = page.after_key(datetime.fromisoformat, uuid.UUID)
+    status = _status_filter(request)
+    async with request.app[POOL_KEY].acquire() as conn:
+        rows = await queries.list_orders(conn, user_id, status, after, page.limit + 1)
+        views = {v.id: v for v in await order_views(conn, rows[: page.limit])}
+    return ok(
+        page.answer(rows, lambda r: [r["created_at"].isoformat(), str(r["id"])],
+                    lambda r: views[r["id"]])
+    )
+
+
+@routes.get("/api/orders")
+async def list_own_orders(request: web.Request) -> web.Response:
+    caller = require_user(request)
+    return await _order_page(request, caller.user_id, page_of(request))
+
+
+@routes.get("/api/admin/orders")
+async def list_all_orders(request: web.Request) -> web.Response:
+    require_admin(request)
+    raw_user = request.query.get("userId")
+    try:
+        user_id = uuid.UUID(raw_user) if raw_user is not None else None
+    except ValueError as exc:
+        raise errors.ValidationFailed(
+            details=[{"field": "userId", "message": "must be a UUID"}]
+        ) from exc
+    return await _order_page(request, user_id, page_of(request))
+
+
+@routes.get("/api/orders/{order_id}")
+async def get_order(request: web.Request) -> web.Response:
+    caller = require_user(request)
+    order_id = uuid_or_404(request.match_info["order_id"])
+    async with request.app[POOL_KEY].acquire() as conn:
+        return ok(await _visible_order(conn, caller, order_id))
+
+
+# Placing -----------------------------------------------------------------------------------
+
+
+@routes.post("/api/orders")
+async def place_order(request: web.Request) -> web.Response:
+    caller = require_user(request)
+    assert caller.user_id
+    raw = await read_json(request)
+    body = validate(OrderIn, raw)
+    key = validate(IdempotencyKey, {"key": request.headers.get(IDEMPOTENCY_KEY)}).key
+    async with request.app[POOL_KEY].acquire() as conn:
+        async with conn.transaction():
+            order_id = await _place(
+                conn, caller.user_id, body, key, domain.fingerprint(raw), request_id(request)
+            )
+        return ok(await _visible_order(conn, caller, order_id), status=201)
+
+
+async def _place(
+    conn: asyncpg.Connection, user_id: uuid.UUID, body: OrderIn, key: str | None,
+    fingerprint: bytes, rid: str,
+) -> uuid.UUID:
+    if key is not None:
+        await queries.lock_idempotency_key(conn, user_id, key)
+        earlier = await queries.order_by_key(conn, user_id, key)
+        if earlier is not None:
+            if earlier["request_fingerprint"] != fingerprint:
+                raise errors.Conflict(
+                    "This Idempotency-Key was used for another request.",
+                    code="idempotency_key_reused",
+                )
+            return earlier["id"]
+
+    address = await queries.address_of(conn, user_id, body.address_id)
+    if address is None:
+        raise errors.NotFound("No such address.")
+    items = await _take_stock(conn, body.items)
+
+    order_id = uuid.uuid4()
+    shipping = address_view(address).model_dump(
+        mode="json", by_alias=True, exclude={"is_default", "created_at"}
+    )
+    total = domain.total_cents(items)
+    await queries.insert_order(
+        conn, order_id, user_id, total, shipping, body.note, key, fingerprint
+    )
+    await queries.insert_items(conn, order_id, items)
+    await queries.insert_history(conn, order_id, 1, OrderStatus.PLACED, None, user_id)
+    event = Event(
+        type="order.created",
+        source="orders",
+        data={
+            "orderId": str(order_id),
+            "userId": str(user_id),
+            "status": OrderStatus.PLACED.value,
+            "totalCents": total,
+            "items": [Item(**vars(i)).model_dump(mode="json", by_alias=True) for i in items],
+            "version": 1,
+        },
+    )
+    await add_event(conn, event, aggregate_id=str(order_id), request_id=rid)
+    return order_id
+
+
+async def _take_stock(conn: asyncpg.Connection, lines: list[LineIn]) -> list[domain.OrderItem]:
+    """Takes stock for every line or for none: the rows are locked (in id order) before they
+    are read, so the check and the decrement see the same stock on every instance."""
+    locked = await queries.lock_products(conn, [line.product_id for line in lines])
+    products = {
+        r["id"]: domain.StockedProduct(r["id"], r["sku"], r["name"], r["price_cents"], r["stock"])
+        for r in locked
+    }
+    wanted = [domain.Line(line.product_id, line.quantity) for line in lines]
+    try:
+        items = domain.plan_items(wanted, products)
+    except domain.UnknownProducts as exc:
+        positions = {line.product_id: n for n, line in enumerate(lines)}
+        raise errors.ValidationFailed(
+            details=[
+                {"field": f"items.{positions[p]}.productId", "message": "no such product"}
+                for p in exc.product_ids
+            ]
+        ) from exc
+    except domain.OutOfStock as exc:
+        skus = ", ".join(s.sku for s in exc.shortages)
+        raise errors.Conflict(
+            f"Not enough stock for: {skus}.",
+            code="insufficient_stock",
+            details=[
+                {"productId": str(s.product_id), "sku": s.sku, "requested": s.requested,
+                 "available": s.available}
+                for s in exc.shortages
+            ],
+        ) from exc
+    await queries.move_stock(conn, {i.product_id: -i.quantity for i in items})
+    return items
+
+
+# Changing status ---------------------------------------------------------------------------
+
+
+@routes.post("/api/orders/{order_id}/cancel")
+async def cancel_order(request: web.Request) -> web.Response:
+    caller = require_user(request)
+    order_id = uuid_or_404(request.match_info["order_id"])
+    return await _change_status(request, caller, order_id, StatusChange(status="cancelled"))
+
+
+@routes.post("/api/admin/orders/{order_id}/status")
+async def set_order_status(request: web.Request) -> web.Response:
+    caller = require_admin(request)
+    order_id = uuid_or_404(request.match_info["order_id"])
+    body = await read_model(request, StatusChange)
+    return await _change_status(request, caller, order_id, body)
+
+
+async def _change_status(
+    request: web.Request, caller: Identity, order_id: uuid.UUID, change: StatusChange
+) -> web.Response:
+    async with request.app[POOL_KEY].acquire() as conn:
+        async with conn.transaction():
+            await _move(conn, caller, order_id, change, request_id(request))
+        return ok(await _visible_order(conn, caller, order_id))
+
+
+async def _move(
+    conn: asyncpg.Connection, caller: Identity, order_id: uuid.UUID, change: StatusChange,
+    rid: str,
+) -> None:
+    assert caller.user_id
+    row = await queries.order_for_update(conn, order_id)
+    if row is None or (caller.role is not Role.ADMIN and row["user_id"] != caller.user_id):
+        raise errors.NotFound("No such order.")
+    current = OrderStatus(row["status"])
+    if not domain.can_move(current, change.status):
+        raise errors.Conflict(
+            f"An order that is {current} cannot become {change.status}.",
+            code="invalid_transition",
+        )
+    if change.status is OrderStatus.CANCELLED:
+        await _give_back_stock(conn, order_id)
+    updated = await queries.set_status(conn, order_id, change.status)
+    await queries.insert_history(
+        conn, order_id, updated["version"], change.status, change.note, caller.user_id
+    )
+    event = Event(
+        type="order.status_changed",
+        source="orders",
+        data={
+            "orderId": str(order_id),
+            "userId": str(row["user_id"]),
+            "from": current.value,
+            "to": change.status.value,
+            "note": change.note,
+            "version": updated["version"],
+        },
+    )
+    await add_event(conn, event, aggregate_id=str(order_id), request_id=rid)
+
+
+async def _give_back_stock(conn: asyncpg.Connection, order_id: uuid.UUID) -> None:
+    lines = await queries.items_of(conn, [order_id])
+    await queries.lock_products(conn, [line["product_id"] for line in lines])
+    await queries.move_stock(conn, {line["product_id"]: line["quantity"] for line in lines})

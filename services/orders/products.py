@@ -1,0 +1,120 @@
+"""Products and stock: public catalogue, admin create / update / adjust stock."""
+
+import uuid
+from typing import Annotated
+
+import asyncpg
+from aiohttp import web
+from pydantic import Field, StrictInt, StringConstraints, model_validator
+
+from services.orders import queries
+from services.orders.common import Cents, Count, uuid_or_404
+from shopkit import errors
+from shopkit.app import POOL_KEY, require_admin
+from shopkit.pagination import page_of
+from shopkit.web import ApiModel, ok, read_model
+
+routes = web.RouteTableDef()
+
+Sku = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+ProductName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
+class ProductIn(ApiModel):
+    sku: Sku
+    name: ProductName
+    price_cents: Cents
+    stock: Count
+
+
+class ProductChange(ApiModel):
+    name: ProductName | None = None
+    price_cents: Cents | None = None
+
+    @model_validator(mode="after")
+    def _something_to_change(self) -> "ProductChange":
+        if self.name is None and self.price_cents is None:
+            raise ValueError("give name or priceCents (or both)")
+        return self
+
+
+class StockChange(ApiModel):
+    delta: Annotated[StrictInt, Field(ge=-1_000_000, le=1_000_000)]
+
+
+class Product(ApiModel):
+    id: uuid.UUID
+    sku: str
+    name: str
+    price_cents: int
+    stock: int
+
+
+def product_view(row: asyncpg.Record) -> Product:
+    return Product(**{name: row[name] for name in Product.model_fields})
+
+
+@routes.get("/api/products")
+async def list_products(request: web.Request) -> web.Response:
+    page = page_of(request)
+    after = page.after_key(str)
+    async with request.app[POOL_KEY].acquire() as conn:
+        rows = await queries.list_products(conn, after[0] if after else None, page.limit + 1)
+    return ok(page.answer(rows, lambda r: [r["sku"]], product_view))
+
+
+@routes.get("/api/products/{product_id}")
+async def get_product(request: web.Request) -> web.Response:
+    product_id = uuid_or_404(request.match_info["product_id"])
+    async with request.app[POOL_KEY].acquire() as conn:
+        row = await queries.product(conn, product_id)
+    if row is None:
+        raise errors.NotFound("No such product.")
+    return ok(product_view(row))
+
+
+@routes.post("/api/admin/products")
+async def create_product(request: web.Request) -> web.Response:
+    require_admin(request)
+    body = await read_model(request, ProductIn)
+    try:
+        async with request.app[POOL_KEY].acquire() as conn:
+            row = await queries.insert_product(
+                conn, uuid.uuid4(), body.sku, body.name, body.price_cents, body.stock
+            )
+    except asyncpg.UniqueViolationError as exc:
+        raise errors.Conflict("A product with this SKU exists.", code="sku_taken") from exc
+    return ok(product_view(row), status=201)
+
+
+@routes.patch("/api/admin/products/{product_id}")
+async def change_product(request: web.Request) -> web.Response:
+    require_admin(request)
+    product_id = uuid_or_404(request.match_info["product_id"])
+    body = await read_model(request, ProductChange)
+    async with request.app[POOL_KEY].acquire() as conn:
+        row = await queries.update_product(conn, product_id, body.name, body.price_cents)
+    if row is None:
+        raise errors.NotFound("No such product.")
+    return ok(product_view(row))
+
+
+@routes.post("/api/admin/products/{product_id}/stock")
+async def adjust_stock(request: web.Request) -> web.Response:
+    require_admin(request)
+    product_id = uuid_or_404(request.match_info["product_id"])
+    body = await read_model(request, StockChange)
+    async with request.app[POOL_KEY].acquire() as conn:
+        row = await queries.adjust_stock(conn, product_id, body.delta)
+        if row is None:
+            current = await queries.product(conn, product_id)
+    if row is not None:
+        return ok(product_view(row))
+    if current is None:
+        raise errors.NotFound("No such product.")
+    raise errors.Conflict(
+        f"Stock cannot go below zero: {current['stock']} in stock, change of {body.delta}.",
+        code="insufficient_stock",
+        details=[{"productId": str(product_id), "sku": current["sku"],
+                  "available": current["stock"], "requested": -body.delta}],
+    )

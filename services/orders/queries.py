@@ -1,0 +1,303 @@
+"""SQL of the orders schema. Every value is a parameter; the schema comes from the search_path."""
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from services.orders.domain import OrderItem
+
+Conn = asyncpg.Connection
+
+ADDRESS_FIELDS = ("label", "recipient", "line1", "line2", "city", "postal_code", "country", "phone")
+_ADDRESS = "id, " + ", ".join(ADDRESS_FIELDS) + ", is_default, created_at, seq"
+_PRODUCT = "id, sku, name, price_cents, stock"
+_ORDER = "id, user_id, status, total_cents, shipping_address, note, version, created_at, updated_at"
+
+
+# Addresses ---------------------------------------------------------------------------------
+
+
+async def lock_addresses_of(conn: Conn, user_id: UUID) -> None:
+    """Serialises every change to one user's addresses, on every instance, until commit.
+
+    Moving the default is two steps (clear the old, set the new); the partial unique index
+    forbids two defaults but cannot prevent zero. Taking this lock first makes each change see
+    the result of the previous one, so the user always has exactly one default.
+    """
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"addr:{user_id}")
+
+
+async def list_addresses(
+    conn: Conn, user_id: UUID, after: tuple[datetime, int] | None, limit: int
+) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        f"""
+        SELECT {_ADDRESS} FROM addresses
+        WHERE user_id = $1 AND ($2::timestamptz IS NULL OR (created_at, seq) < ($2, $3))
+        ORDER BY created_at DESC, seq DESC LIMIT $4
+        """,
+        user_id, *(after or (None, None)), limit,
+    )
+
+
+async def has_addresses(conn: Conn, user_id: UUID) -> bool:
+    return await conn.fetchval("SELECT exists(SELECT 1 FROM addresses WHERE user_id = $1)", user_id)
+
+
+async def address_of(conn: Conn, user_id: UUID, address_id: UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT {_ADDRESS} FROM addresses WHERE id = $1 AND user_id = $2", address_id, user_id
+    )
+
+
+async def insert_address(
+    conn: Conn, address_id: UUID, user_id: UUID, fields: dict[str, Any], is_default: bool
+) -> asyncpg.Record:
+    return await conn.fetchrow(
+        f"""
+        INSERT INTO addresses (id, user_id, {", ".join(ADDRESS_FIELDS)}, is_default)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {_ADDRESS}
+        """,
+        address_id, user_id, *(fields[name] for name in ADDRESS_FIELDS), is_default,
+    )
+
+
+async def update_address(
+    conn: Conn, address_id: UUID, fields: dict[str, Any]
+) -> asyncpg.Record:
+    return await conn.fetchrow(
+        f"""
+        UPDATE addresses SET label = $2, recipient = $3, line1 = $4, line2 = $5, city = $6,
+            postal_code = $7, country = $8, phone = $9
+        WHERE id = $1 RETURNING {_ADDRESS}
+        """,
+        address_id, *(fields[name] for name in ADDRESS_FIELDS),
+    )
+
+
+async def move_default(conn: Conn, user_id: UUID, address_id: UUID) -> asyncpg.Record:
+    await conn.execute(
+        "UPDATE addresses SET is_default = false WHERE user_id = $1 AND is_default AND id <> $2",
+        user_id, address_id,
+    )
+    return await conn.fetchrow(
+        f"UPDATE addresses SET is_default = true WHERE id = $1 RETURNING {_ADDRESS}", address_id
+    )
+
+
+async def delete_address(conn: Conn, user_id: UUID, address_id: UUID) -> bool | None:
+    """Deletes the address; returns whether it was the default, None when there was none."""
+    return await conn.fetchval(
+        "DELETE FROM addresses WHERE id = $1 AND user_id = $2 RETURNING is_default",
+        address_id, user_id,
+    )
+
+
+async def promote_newest(conn: Conn, user_id: UUID) -> None:
+    await conn.execute(
+        """
+        UPDATE addresses SET is_default = true WHERE id = (
+            SELECT id FROM addresses WHERE user_id = $1
+            ORDER BY created_at DESC, seq DESC LIMIT 1
+        )
+        """,
+        user_id,
+    )
+
+
+# Products and stock ------------------------------------------------------------------------
+
+
+async def list_products(conn: Conn, after_sku: str | None, limit: int) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        f"""
+        SELECT {_PRODUCT} FROM products WHERE ($1::text IS NULL OR sku > $1)
+        ORDER BY sku LIMIT $2
+        """,
+        after_sku, limit,
+    )
+
+
+async def product(conn: Conn, product_id: UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(f"SELECT {_PRODUCT} FROM products WHERE id = $1", product_id)
+
+
+async def insert_product(
+    conn: Conn, product_id: UUID, sku: str, name: str, price_cents: int, stock: int
+) -> asyncpg.Record:
+    """Raises UniqueViolationError when the SKU is taken."""
+    return await conn.fetchrow(
+        f"""
+        INSERT INTO products (id, sku, name, price_cents, stock) VALUES ($1, $2, $3, $4, $5)
+        RETURNING {_PRODUCT}
+        """,
+        product_id, sku, name, price_cents, stock,
+    )
+
+
+async def update_product(
+    conn: Conn, product_id: UUID, name: str | None, price_cents: int | None
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"""
+        UPDATE products SET name = coalesce($2, name), price_cents = coalesce($3, price_cents),
+            updated_at = now()
+        WHERE id = $1 RETURNING {_PRODUCT}
+        """,
+        product_id, name, price_cents,
+    )
+
+
+async def adjust_stock(conn: Conn, product_id: UUID, delta: int) -> asyncpg.Record | None:
+    """One conditional statement: the row lock it takes makes concurrent adjustments (and
+    orders) queue on the row, and the condition is re-checked on the latest stock."""
+    return await conn.fetchrow(
+        f"""
+        UPDATE products SET stock = stock + $2, updated_at = now()
+        WHERE id = $1 AND stock + $2 >= 0 RETURNING {_PRODUCT}
+        """,
+        product_id, delta,
+    )
+
+
+async def lock_products(conn: Conn, product_ids: Sequence[UUID]) -> list[asyncpg.Record]:
+    """Locks the products' rows until commit, always in id order.
+
+    Every transaction that changes several products' stock (orders, cancellations) locks them
+    here first, in the same order, so two of them can never wait on each other (no deadlock);
+    and stock read under the lock cannot change until this transaction ends (no oversell).
+    """
+    return await conn.fetch(
+        f"SELECT {_PRODUCT} FROM products WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE",
+        list(product_ids),
+    )
+
+
+async def move_stock(conn: Conn, deltas: dict[UUID, int]) -> None:
+    """Adds each delta to its product's stock; call with the rows locked by lock_products."""
+    await conn.execute(
+        """
+        UPDATE products SET stock = stock + d.delta, updated_at = now()
+        FROM unnest($1::uuid[], $2::int[]) AS d(id, delta) WHERE products.id = d.id
+        """,
+        list(deltas), list(deltas.values()),
+    )
+
+
+# Orders ------------------------------------------------------------------------------------
+
+
+async def lock_idempotency_key(conn: Conn, user_id: UUID, key: str) -> None:
+    """Makes retries with one key take turns: the second sees the first's order, or its
+    absence if it rolled back. The unique index on (user_id, idempotency_key) backs it up."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"order-key:{user_id}:{key}"
+    )
+
+
+async def order_by_key(conn: Conn, user_id: UUID, key: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT id, request_fingerprint FROM orders WHERE user_id = $1 AND idempotency_key = $2",
+        user_id, key,
+    )
+
+
+async def insert_order(
+    conn: Conn, order_id: UUID, user_id: UUID, total: int, address: dict[str, Any],
+    note: str | None,
+    key: str | None, fingerprint: bytes | None,
+) -> None:
+    await conn.execute(
+        """
+        INSERT INTO orders (id, user_id, status, total_cents, shipping_address, note,
+                            idempotency_key, request_fingerprint)
+        VALUES ($1, $2, 'placed', $3, $4, $5, $6, $7)
+        """,
+        order_id, user_id, total, address, note, key, fingerprint,
+    )
+
+
+async def insert_items(conn: Conn, order_id: UUID, items: Sequence[OrderItem]) -> None:
+    await conn.executemany(
+        """
+        INSERT INTO order_items (order_id, line_no, product_id, sku, name, unit_price_cents,
+                                 quantity)
+        VALUES ($1, $2, $3, $4, $5, $6, $7)
+        """,
+        [
+            (order_id, n, i.product_id, i.sku, i.name, i.unit_price_cents, i.quantity)
+            for n, i in enumerate(items, start=1)
+        ],
+    )
+
+
+async def insert_history(
+    conn: Conn, order_id: UUID, version: int, status: str, note: str | None, changed_by: UUID
+) -> None:
+    await conn.execute(
+        """
+        INSERT INTO order_history (order_id, version, status, note, changed_by)
+        VALUES ($1, $2, $3, $4, $5)
+        """,
+        order_id, version, status, note, changed_by,
+    )
+
+
+async def order_for_update(conn: Conn, order_id: UUID) -> asyncpg.Record | None:
+    """The order, locked until commit: status changes of one order happen one after another."""
+    return await conn.fetchrow(f"SELECT {_ORDER} FROM orders WHERE id = $1 FOR UPDATE", order_id)
+
+
+async def set_status(conn: Conn, order_id: UUID, status: str) -> asyncpg.Record:
+    return await conn.fetchrow(
+        f"""
+        UPDATE orders SET status = $2, version = version + 1, updated_at = clock_timestamp()
+        WHERE id = $1 RETURNING {_ORDER}
+        """,
+        order_id, status,
+    )
+
+
+async def order(conn: Conn, order_id: UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(f"SELECT {_ORDER} FROM orders WHERE id = $1", order_id)
+
+
+async def list_orders(
+    conn: Conn,
+    user_id: UUID | None,
+    status: str | None,
+    after: tuple[datetime, UUID] | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        f"""
+        SELECT {_ORDER} FROM orders
+        WHERE ($1::uuid IS NULL OR user_id = $1) AND ($2::text IS NULL OR status = $2)
+          AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4))
+        ORDER BY created_at DESC, id DESC LIMIT $5
+        """,
+        user_id, status, *(after or (None, None)), limit,
+    )
+
+
+async def items_of(conn: Conn, order_ids: Sequence[UUID]) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        """
+        SELECT order_id, product_id, sku, name, unit_price_cents, quantity FROM order_items
+        WHERE order_id = ANY($1::uuid[]) ORDER BY order_id, line_no
+        """,
+        list(order_ids),
+    )
+
+
+async def history_of(conn: Conn, order_ids: Sequence[UUID]) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        """
+        SELECT order_id, status, note, changed_by, changed_at FROM order_history
+        WHERE order_id = ANY($1::uuid[]) ORDER BY order_id, version
+        """,
+        list(order_ids),
+    )

@@ -1,0 +1,75 @@
+"""The contract's list convention: `?limit=` (1..100, default 20), an opaque `?cursor=`,
+answered as `{"items": [...], "nextCursor": ...}` (keyset pagination, stable under inserts)."""
+
+import base64
+import binascii
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from shopkit import errors
+
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 100
+
+
+@dataclass(frozen=True)
+class Page:
+    limit: int
+    after: list[Any] | None  # the sort key of the last item already seen
+
+    def after_key(self, *parse: Callable[[Any], Any]) -> tuple[Any, ...] | None:
+        """The cursor's key, each part parsed for the query (a tampered cursor is a 422)."""
+        if self.after is None:
+            return None
+        if len(self.after) != len(parse):
+            raise _bad("cursor", "is not a cursor this API gave out")
+        try:
+            return tuple(convert(part) for convert, part in zip(parse, self.after, strict=True))
+        except (TypeError, ValueError) as exc:
+            raise _bad("cursor", "is not a cursor this API gave out") from exc
+
+    def answer(self, rows: Sequence[Any], key: Callable[[Any], list[Any]], item: Callable) -> dict:
+        """`rows` were fetched with `limit + 1`: the extra row only says another page exists."""
+        shown = rows[: self.limit]
+        more = len(rows) > self.limit
+        return {
+            "items": [item(row) for row in shown],
+            "nextCursor": encode_cursor(key(shown[-1])) if more and shown else None,
+        }
+
+
+def encode_cursor(key: list[Any]) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(key)).decode().rstrip("=")
+
+
+def page_of(request: web.Request) -> Page:
+    query = request.query
+    return Page(limit=_limit(query.get("limit")), after=_cursor(query.get("cursor")))
+
+
+def _limit(raw: str | None) -> int:
+    if raw is None:
+        return DEFAULT_LIMIT
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        raise _bad("limit", f"must be a whole number from 1 to {MAX_LIMIT}")
+    return int(raw)
+
+
+def _cursor(raw: str | None) -> list[Any] | None:
+    if not raw:
+        return None
+    try:
+        key = orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+    except (binascii.Error, ValueError) as exc:
+        raise _bad("cursor", "is not a cursor this API gave out") from exc
+    if not isinstance(key, list):
+        raise _bad("cursor", "is not a cursor this API gave out")
+    return key
+
+
+def _bad(field: str, message: str) -> errors.ValidationFailed:
+    return errors.ValidationFailed(details=[{"field": field, "message": message}])
