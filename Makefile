@@ -8,9 +8,7 @@ ENV := scripts/with-env
 .PHONY: run test lint setup infra db clean
 
 $(VENV)/.installed: pyproject.toml
-	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
-	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV) || { \
-	  echo "python venv is missing: apt-get install python3-venv"; exit 1; }
+	@PYTHON=$(PYTHON) scripts/ensure-venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[dev]'
 	@touch $@

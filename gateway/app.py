@@ -23,7 +23,13 @@ from shopkit.web import base_middlewares, dumps, request_id
 READINESS_TIMEOUT_SECONDS = 2.0
 
 
+# Answered by the gateway itself, for GET only; other methods must not reach the proxy.
+LOCAL_PATHS = frozenset({"/api/ping", "/health/live", "/health/ready"})
+
+
 async def proxy(request: web.Request) -> web.StreamResponse:
+    if request.path in LOCAL_PATHS:
+        raise errors.MethodNotAllowed(headers={"Allow": "GET,HEAD"})
     route = match_route(request.rel_url.raw_path)
     if route is None:
         raise errors.NotFound()

@@ -7,6 +7,7 @@ freshly signed identity bound to that call's method and path.
 from uuid import UUID
 
 import aiohttp
+import orjson
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
@@ -15,7 +16,7 @@ from gateway.routes import Route
 from gateway.settings import GatewaySettings
 from shopkit import errors
 from shopkit.identity import IDENTITY_HEADER, Identity, Role, sign_identity
-from shopkit.web import REQUEST_ID_HEADER, request_id
+from shopkit.web import REQUEST_ID_HEADER, read_body, request_id
 
 HTTP_KEY = web.AppKey("http", aiohttp.ClientSession)
 SETTINGS_KEY = web.AppKey("gateway_settings", GatewaySettings)
@@ -36,6 +37,8 @@ GATEWAY_OWNED = frozenset(
     h.lower()
     for h in (
         "Host", "Content-Length", "Authorization", IDENTITY_HEADER, REQUEST_ID_HEADER,
+        # aiohttp has already decoded a compressed request body; it is forwarded as it is now.
+        "Content-Encoding",
         "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Real-Ip", "Forwarded",
     )
 )
@@ -49,14 +52,16 @@ def _connection_listed(headers: CIMultiDictProxy[str]) -> set[str]:
     }
 
 
-def upstream_request_headers(request: web.Request, caller: Identity, secret: bytes) -> CIMultiDict:
+def upstream_request_headers(
+    request: web.Request, caller: Identity, secret: bytes, body: bytes
+) -> CIMultiDict:
     dropped = HOP_BY_HOP | GATEWAY_OWNED | _connection_listed(request.headers)
     headers = CIMultiDict(
         (name, value) for name, value in request.headers.items() if name.lower() not in dropped
     )
     headers[REQUEST_ID_HEADER] = request_id(request)
     headers[IDENTITY_HEADER] = sign_identity(
-        caller, secret, request.method, request.rel_url.raw_path
+        caller, secret, request.method, request.rel_url.raw_path_qs, body
     )
     if caller.client_address:
         headers["X-Forwarded-For"] = caller.client_address
@@ -74,7 +79,8 @@ def response_headers(upstream: aiohttp.ClientResponse) -> CIMultiDict:
 
 def client_address(request: web.Request, settings: GatewaySettings) -> str:
     if settings.trust_forwarded_for:
-        forwarded = request.headers.get("X-Forwarded-For", "").split(",")[0].strip()
+        # The entry the trusted proxy appended is the last one; earlier ones are the client's.
+        forwarded = request.headers.get("X-Forwarded-For", "").split(",")[-1].strip()
         if forwarded:
             return forwarded
     return request.remote or "unknown"
@@ -87,18 +93,19 @@ async def authenticate(request: web.Request, address: str) -> Identity:
         raise errors.Unauthorized()
     settings = request.app[SETTINGS_KEY]
     anonymous = Identity(Role.ANONYMOUS, client_address=address)
+    body = orjson.dumps({"token": token.strip()})
+    secret = settings.identity_secret.get_secret_value().encode()
     headers = {
         REQUEST_ID_HEADER: request_id(request),
-        IDENTITY_HEADER: sign_identity(
-            anonymous, settings.identity_secret.get_secret_value().encode(), "POST", VALIDATE_PATH
-        ),
+        IDENTITY_HEADER: sign_identity(anonymous, secret, "POST", VALIDATE_PATH, body),
+        "Content-Type": "application/json",
     }
     url = settings.upstreams()["auth"] + VALIDATE_PATH
     try:
         async with request.app[HTTP_KEY].post(
-            url, json={"token": token.strip()}, headers=headers, timeout=_timeout(settings)
+            url, data=body, headers=headers, timeout=_timeout(settings)
         ) as response:
-            if response.status == 401:
+            if 400 <= response.status < 500:  # any refusal: the token is not valid
                 raise errors.Unauthorized()
             if response.status != 200:
                 raise errors.ServiceUnavailable("The auth service cannot check tokens right now.")
@@ -125,10 +132,10 @@ def _timeout(settings: GatewaySettings, streaming: bool = False) -> aiohttp.Clie
 async def forward(request: web.Request, route: Route, caller: Identity) -> web.StreamResponse:
     settings = request.app[SETTINGS_KEY]
     assert route.service is not None
-    body = await request.read()
+    body = await read_body(request)
     url = URL(settings.upstreams()[route.service] + request.rel_url.raw_path_qs, encoded=True)
     headers = upstream_request_headers(
-        request, caller, settings.identity_secret.get_secret_value().encode()
+        request, caller, settings.identity_secret.get_secret_value().encode(), body
     )
     try:
         async with request.app[HTTP_KEY].request(

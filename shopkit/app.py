@@ -16,7 +16,7 @@ from shopkit.migrations import MigrationSet, apply_migrations
 from shopkit.outbox import OutboxRelay, prune_published
 from shopkit.settings import ServiceSettings
 from shopkit.tasks import background, periodic
-from shopkit.web import Handler, base_middlewares, ok
+from shopkit.web import Handler, base_middlewares, ok, read_body
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -41,7 +41,8 @@ def identity_middleware(settings: ServiceSettings) -> Callable[..., object]:
                     request.headers.get(IDENTITY_HEADER),
                     secret,
                     request.method,
-                    request.rel_url.raw_path,
+                    request.rel_url.raw_path_qs,
+                    await read_body(request),
                     settings.identity_max_age_seconds,
                 )
             except InvalidIdentity as exc:

@@ -32,6 +32,20 @@ def _connect_options(settings: ServiceSettings, schema: str) -> dict:
     }
 
 
+# SQLSTATE classes of a database that cannot serve right now: connection exceptions (08),
+# insufficient resources (53: too many connections, disk full), operator intervention (57),
+# system errors (58), and transaction rollbacks (40: deadlock, serialization) worth a retry.
+_TRANSIENT_CLASSES = frozenset({"08", "40", "53", "57", "58"})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Errors that mean "the database cannot serve right now", answered with 503."""
+    if isinstance(exc, DATABASE_ERRORS):
+        return True
+    sqlstate = getattr(exc, "sqlstate", None)
+    return isinstance(exc, asyncpg.PostgresError) and str(sqlstate)[:2] in _TRANSIENT_CLASSES
+
+
 async def connect(settings: ServiceSettings, schema: str) -> asyncpg.Connection:
     return await asyncpg.connect(**_connect_options(settings, schema))
 

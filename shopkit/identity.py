@@ -1,8 +1,9 @@
 """The caller's identity as the gateway vouches for it, and how a service checks that vouching.
 
 The gateway signs `X-Shop-Identity` with HMAC-SHA256 and a secret shared with the services. The
-signature covers the identity, the time it was issued, and the request's method and path, so a
-header cannot be forged, replayed later than `max_age`, or moved onto another request. Every
+signature covers the identity, the time it was issued, and the request's method, path, query
+and a digest of its body, so a header cannot be forged, replayed later than `max_age`, or moved
+onto another request (another path, query or body). Every
 request reaching a service carries one, public routes included (as `anonymous`): a missing or
 bad identity is always 401, never "anonymous" (see Ory Oathkeeper GHSA-w9mr-28mw-j8hg).
 """
@@ -54,9 +55,19 @@ def _mac(secret: bytes, payload: str) -> str:
     return _b64(hmac.new(secret, payload.encode(), hashlib.sha256).digest())
 
 
+def body_digest(body: bytes) -> str:
+    return _b64(hashlib.sha256(body).digest())
+
+
 def sign_identity(
-    identity: Identity, secret: bytes, method: str, path: str, now: float | None = None
+    identity: Identity,
+    secret: bytes,
+    method: str,
+    target: str,
+    body: bytes = b"",
+    now: float | None = None,
 ) -> str:
+    """`target` is the raw path and query exactly as the service will receive them."""
     claims = {
         "r": identity.role.value,
         "u": str(identity.user_id) if identity.user_id else None,
@@ -64,7 +75,8 @@ def sign_identity(
         "a": identity.client_address,
         "t": int(now if now is not None else time.time()),
         "m": method.upper(),
-        "p": path,
+        "p": target,
+        "b": body_digest(body),
     }
     payload = _b64(orjson.dumps(claims))
     return f"{payload}.{_mac(secret, payload)}"
@@ -74,7 +86,8 @@ def verify_identity(
     header: str | None,
     secret: bytes,
     method: str,
-    path: str,
+    target: str,
+    body: bytes,
     max_age: float,
     now: float | None = None,
 ) -> Identity:
@@ -86,7 +99,7 @@ def verify_identity(
     try:
         claims = orjson.loads(_unb64(payload))
         issued_at = float(claims["t"])
-        bound_to = (claims["m"], claims["p"])
+        bound_to = (claims["m"], claims["p"], claims["b"])
         identity = Identity(
             role=Role(claims["r"]),
             user_id=UUID(claims["u"]) if claims["u"] else None,
@@ -95,7 +108,7 @@ def verify_identity(
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise InvalidIdentity("unreadable identity") from exc
-    if bound_to != (method.upper(), path):
+    if bound_to != (method.upper(), target, body_digest(body)):
         raise InvalidIdentity("identity was issued for another request")
     current = now if now is not None else time.time()
     if abs(current - issued_at) > max_age:

@@ -37,7 +37,14 @@ def channel_for(schema: str) -> str:
 async def add_event(
     conn: asyncpg.Connection, event: Event, aggregate_id: str, request_id: str | None
 ) -> None:
-    """Adds `event` to the outbox inside the caller's open transaction."""
+    """Adds `event` to the outbox inside the caller's open transaction.
+
+    The aggregate's advisory lock, held to commit, makes transactions writing events of one
+    aggregate take their outbox ids in commit order; the relay relies on that order.
+    """
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"outbox:{aggregate_id}"
+    )
     await conn.execute(
         """
         INSERT INTO outbox (event_id, event_type, aggregate_id, body, request_id)
@@ -84,8 +91,13 @@ class OutboxRelay:
                     await self._sleep(self._settings.outbox_poll_interval_seconds)
                 except (*DATABASE_ERRORS, BrokerUnavailable) as exc:
                     log.warning("outbox relay paused: %s", type(exc).__name__)
-                    await self._close_listener()
-                    await asyncio.sleep(delay)
+                    await self._back_off(delay)
+                    delay = min(delay * 2, 5.0)
+                except Exception:
+                    # Whatever else goes wrong (too many connections, a full disk...), the relay
+                    # must outlive it: events would otherwise pile up until a restart.
+                    log.exception("outbox relay failed; retrying")
+                    await self._back_off(delay)
                     delay = min(delay * 2, 5.0)
         finally:
             await self._close_listener()
@@ -168,6 +180,10 @@ class OutboxRelay:
             timeout=self._settings.db_connect_timeout_seconds,
         )
         await self._listener.add_listener(channel_for(self._schema), self._on_notify)
+
+    async def _back_off(self, seconds: float) -> None:
+        await self._close_listener()
+        await asyncio.sleep(seconds)
 
     def _on_notify(self, *_: object) -> None:
         self._wakeup.set()

@@ -66,7 +66,7 @@ def _cursor(raw: str | None) -> list[Any] | None:
         key = orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
     except (binascii.Error, ValueError) as exc:
         raise _bad("cursor", "is not a cursor this API gave out") from exc
-    if not isinstance(key, list):
+    if not isinstance(key, list) or any(isinstance(k, str) and "\x00" in k for k in key):
         raise _bad("cursor", "is not a cursor this API gave out")
     return key
 

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
 
 from shopkit import errors
-from shopkit.db import DATABASE_ERRORS
+from shopkit.db import is_transient
 from shopkit.logs import request_id_var
 
 log = logging.getLogger("shopkit.http")
@@ -71,15 +71,45 @@ def error_response(error: errors.ApiError, request_id_value: str) -> web.Respons
     )
 
 
-async def read_json(request: web.Request) -> Any:
+async def read_body(request: web.Request) -> bytes:
+    """The body: 413 past the size limit, 400 when it cannot be read (e.g. a corrupt gzip)."""
     try:
-        raw = await request.read()
+        return await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
         raise errors.PayloadTooLarge() from exc
+    except web.RequestPayloadError as exc:
+        raise errors.InvalidJson("The request body could not be read.") from exc
+
+
+async def read_json(request: web.Request) -> Any:
     try:
-        return orjson.loads(raw)
+        body = orjson.loads(await read_body(request))
     except orjson.JSONDecodeError as exc:
         raise errors.InvalidJson() from exc
+    if (where := _nul_at(body)) is not None:
+        # Postgres text cannot hold NUL: refuse it here, by field, not as a database error.
+        raise errors.ValidationFailed(
+            details=[{"field": where or "body", "message": "must not contain NUL characters"}]
+        )
+    return body
+
+
+def _nul_at(value: Any, path: str = "") -> str | None:
+    """The path of the first string (or key) holding a NUL character, None when there is none."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            inner = f"{path}.{key}" if path else str(key)
+            if "\x00" in key:
+                return inner
+            if (found := _nul_at(item, inner)) is not None:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            if (found := _nul_at(item, f"{path}.{index}" if path else str(index))) is not None:
+                return found
+    return None
 
 
 async def read_model(request: web.Request, model: type[Model]) -> Model:
@@ -148,13 +178,21 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         known = _HTTP_EXCEPTIONS.get(exc.status)
         api_error = known() if known else errors.ApiError(exc.reason, code="http_error")
         api_error.status = exc.status
+        if "Allow" in exc.headers:
+            api_error.headers["Allow"] = exc.headers["Allow"]
         return error_response(api_error, request_id(request))
-    except DATABASE_ERRORS as exc:
+    except Exception as exc:
+        return error_response(_unexpected(exc), request_id(request))
+
+
+def _unexpected(exc: Exception) -> errors.ApiError:
+    """A failure no handler expected: 503 when the database cannot serve, 500 otherwise.
+    Either way the client learns nothing of its insides (no trace, no SQL)."""
+    if is_transient(exc):
         log.warning("database unavailable: %s", type(exc).__name__)
-        return error_response(errors.DatabaseUnavailable(), request_id(request))
-    except Exception:
-        log.exception("unhandled error")
-        return error_response(errors.ApiError(), request_id(request))
+        return errors.DatabaseUnavailable()
+    log.exception("unhandled error")
+    return errors.ApiError()
 
 
 def base_middlewares() -> list[Callable[..., Awaitable[web.StreamResponse]]]:

@@ -1,7 +1,11 @@
 """The whole system in the test's event loop: every app on a real socket, the gateway in front."""
 
+import asyncio
 import os
 import secrets
+import shutil
+import subprocess
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -39,14 +43,14 @@ AUTH_TEST_SETTINGS = {"login_max_failures_per_account": 3, "login_max_failures_p
 
 
 def service_settings(database: ServiceDatabase, settings_class: type, **overrides: Any) -> Any:
-    return settings_class(
-        port=0,
-        database_url=database.dsn,
-        rabbitmq_url=RABBITMQ_URL,
-        identity_secret=IDENTITY_SECRET,
-        startup_timeout_seconds=10,
-        **overrides,
-    )
+    defaults = {
+        "port": 0,
+        "database_url": database.dsn,
+        "rabbitmq_url": RABBITMQ_URL,
+        "identity_secret": IDENTITY_SECRET,
+        "startup_timeout_seconds": 10,
+    }
+    return settings_class(**{**defaults, **overrides})
 
 
 @dataclass
@@ -69,26 +73,27 @@ async def _serve(app: web.Application) -> TestServer:
 
 @asynccontextmanager
 async def running_system(
-    databases: dict[str, ServiceDatabase],
-    auth: dict[str, Any] | None = None,
-    gateway: dict[str, Any] | None = None,
+    databases: dict[str, ServiceDatabase], **overrides: dict[str, Any]
 ) -> AsyncIterator[System]:
-    """Starts the four services and a gateway; `auth` and `gateway` override their settings."""
+    """Starts the four services and a gateway; `auth={...}`, `gateway={...}` and so on
+    override that component's settings."""
     servers: list[TestServer] = []
     settings: dict[str, Any] = {}
     apps: dict[str, web.Application] = {}
     try:
         urls = {}
         for name, (create_app, settings_class) in SERVICES.items():
-            overrides = {**AUTH_TEST_SETTINGS, **(auth or {})} if name == "auth" else {}
-            settings[name] = service_settings(databases[name], settings_class, **overrides)
+            defaults = AUTH_TEST_SETTINGS if name == "auth" else {}
+            settings[name] = service_settings(
+                databases[name], settings_class, **{**defaults, **overrides.get(name, {})}
+            )
             apps[name] = create_app(settings[name])
             server = await _serve(apps[name])
             servers.append(server)
             urls[name] = str(server.make_url("")).rstrip("/")
         upstreams = {f"{name}_url": url for name, url in urls.items()}
         settings["gateway"] = GatewaySettings(
-            port=0, identity_secret=IDENTITY_SECRET, **{**upstreams, **(gateway or {})}
+            port=0, identity_secret=IDENTITY_SECRET, **{**upstreams, **overrides.get("gateway", {})}
         )
         apps["gateway"] = create_gateway(settings["gateway"])
         gateway_server = await _serve(apps["gateway"])
@@ -172,3 +177,37 @@ async def create_address(
     status, body = await call(client, "POST", "/api/addresses", token, address_payload(**overrides))
     assert status == 201, body
     return body["data"]
+
+
+async def wait_until_ready(client: aiohttp.ClientSession, deadline_seconds: float = 15) -> None:
+    """Services connect to RabbitMQ in the background; poll /api/ping until all are ready."""
+    deadline = time.monotonic() + deadline_seconds
+    while time.monotonic() < deadline:
+        async with client.get("/api/ping") as response:
+            if response.status == 200:
+                return
+        await asyncio.sleep(0.05)
+    raise AssertionError("services did not become ready")
+
+
+async def _rabbitmqctl(*args: str) -> None:
+    rabbitmqctl = shutil.which("rabbitmqctl")
+    assert rabbitmqctl, "rabbitmqctl is needed to stop and start the local broker"
+    process = await asyncio.create_subprocess_exec(
+        rabbitmqctl, *args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    assert await process.wait() == 0, f"rabbitmqctl {' '.join(args)} failed"
+
+
+@asynccontextmanager
+async def rabbitmq_stopped(system: System) -> AsyncIterator[None]:
+    """The RabbitMQ application stopped for the block; always started again after it, and the
+    system ready once more before the next test."""
+    await _rabbitmqctl("stop_app")
+    try:
+        yield
+    finally:
+        await _rabbitmqctl("start_app")
+        await _rabbitmqctl("await_startup")
+        async with aiohttp.ClientSession(base_url=system.gateway_url) as client:
+            await wait_until_ready(client, deadline_seconds=60)

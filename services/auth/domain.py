@@ -23,10 +23,6 @@ def looks_like_token(token: str) -> bool:
     return bool(_TOKEN_SHAPE.match(token))
 
 
-def account_key(email: str) -> str:
-    return f"account:{email.strip().lower()}"
-
-
 def address_key(address: str) -> str:
     return f"address:{address}"
 

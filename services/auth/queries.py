@@ -80,14 +80,17 @@ async def delete_sessions_of(conn: Conn, user_id: UUID) -> list[UUID]:
     return [row["id"] for row in rows]
 
 
-async def live_sessions(conn: Conn, user_id: UUID) -> list[asyncpg.Record]:
+async def live_sessions(
+    conn: Conn, user_id: UUID, after: tuple[datetime, UUID] | None, limit: int
+) -> list[asyncpg.Record]:
     return await conn.fetch(
         """
         SELECT id, created_at, expires_at, user_agent FROM sessions
         WHERE user_id = $1 AND expires_at > now()
-        ORDER BY created_at DESC, id
+          AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3))
+        ORDER BY created_at DESC, id DESC LIMIT $4
         """,
-        user_id,
+        user_id, *(after or (None, None)), limit,
     )
 
 
@@ -110,30 +113,40 @@ async def delete_expired(conn: asyncpg.Connection, sweep_lock: str) -> int | Non
 
 
 async def lock_attempt_counters(
-    conn: asyncpg.Connection, keys: Sequence[str]
-) -> tuple[list[AttemptCounter], datetime]:
-    """Locks the counters of `keys` for this transaction (creating missing ones) and reads them.
+    conn: asyncpg.Connection, email: str, address_key: str
+) -> tuple[AttemptCounter, AttemptCounter, datetime]:
+    """Locks the account's and the address's counters for this transaction (creating missing
+    ones) and reads them: (account, address, now).
 
-    Keys are taken in sorted order so two sign-ins touching the same keys never deadlock; the
-    row locks serialise concurrent attempts on one key across every instance.
+    The account key is built by Postgres' own lower(), the one the account lookup uses, so no
+    spelling of an email (Unicode case variants included) reaches the account uncounted. Keys
+    are locked in sorted order so two sign-ins never deadlock; the row locks serialise
+    concurrent attempts on one key across every instance.
     """
-    ordered = sorted(set(keys))
-    await conn.execute(
-        "INSERT INTO login_attempts (key) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
-        ordered,
-    )
     rows = await conn.fetch(
         """
-        SELECT key, failures, window_started_at, locked_until, now() AS now
-        FROM login_attempts WHERE key = ANY($1::text[]) ORDER BY key FOR UPDATE
+        WITH wanted AS (SELECT unnest(ARRAY['account:' || lower($1), $2]) AS key ORDER BY 1),
+        created AS (
+            INSERT INTO login_attempts (key) SELECT key FROM wanted ON CONFLICT DO NOTHING
+        )
+        SELECT key, key = 'account:' || lower($1) AS is_account, now() AS now
+        FROM wanted
         """,
-        ordered,
+        email, address_key,
     )
-    counters = [
-        AttemptCounter(r["key"], r["failures"], r["window_started_at"], r["locked_until"])
-        for r in rows
-    ]
-    return counters, rows[0]["now"]
+    account_key = next(r["key"] for r in rows if r["is_account"])
+    locked = await conn.fetch(
+        """
+        SELECT key, failures, window_started_at, locked_until FROM login_attempts
+        WHERE key = ANY($1::text[]) ORDER BY key FOR UPDATE
+        """,
+        [r["key"] for r in rows],
+    )
+    counters = {
+        r["key"]: AttemptCounter(r["key"], r["failures"], r["window_started_at"], r["locked_until"])
+        for r in locked
+    }
+    return counters[account_key], counters[address_key], rows[0]["now"]
 
 
 async def save_attempt_counters(

@@ -17,6 +17,7 @@ from shopkit.app import POOL_KEY, SETTINGS_KEY, identity, require_user
 from shopkit.events import Event
 from shopkit.identity import Identity, Role
 from shopkit.outbox import add_event
+from shopkit.pagination import page_of
 from shopkit.web import ApiModel, ok, read_model, request_id
 
 log = logging.getLogger("services.auth")
@@ -39,7 +40,7 @@ class LoginRequest(ApiModel):
 
 
 class ValidateRequest(ApiModel):
-    token: str = Field(max_length=256)
+    token: str
 
 
 class User(ApiModel):
@@ -95,9 +96,8 @@ async def _sign_in(request: web.Request, admin_only: bool) -> web.Response:
     body = await read_model(request, LoginRequest)
     settings = request.app[SETTINGS_KEY]
     pool = request.app[POOL_KEY]
-    account = domain.account_key(body.email)
     address = domain.address_key(identity(request).client_address or "unknown")
-    await _count_attempt(pool, settings, account, address)
+    account = await _count_attempt(pool, settings, body.email, address)
 
     user = await queries.user_by_email(pool, body.email)
     password_ok = await request.app[PASSWORDS_KEY].verify(
@@ -119,21 +119,27 @@ async def _sign_in(request: web.Request, admin_only: bool) -> web.Response:
 
 
 async def _count_attempt(
-    pool: asyncpg.Pool, settings: AuthSettings, account: str, address: str
-) -> None:
-    """Counts this attempt against the account and the address, or refuses it with 429."""
-    policies = {
-        account: _policy(settings, settings.login_max_failures_per_account),
-        address: _policy(settings, settings.login_max_failures_per_address),
-    }
+    pool: asyncpg.Pool, settings: AuthSettings, email: str, address: str
+) -> str:
+    """Counts this attempt against the account and the address, or refuses it with 429.
+    Returns the account's key."""
     async with pool.acquire() as conn, conn.transaction():
-        counters, now = await queries.lock_attempt_counters(conn, list(policies))
-        waits = [wait for c in counters if (wait := c.retry_after(now)) is not None]
+        account, by_address, now = await queries.lock_attempt_counters(conn, email, address)
+        waits = [w for c in (account, by_address) if (w := c.retry_after(now)) is not None]
         if waits:
             raise errors.TooManyRequests(_ceil_seconds(max(waits)))
         await queries.save_attempt_counters(
-            conn, [c.count_attempt(policies[c.key], now) for c in counters]
+            conn,
+            [
+                account.count_attempt(
+                    _policy(settings, settings.login_max_failures_per_account), now
+                ),
+                by_address.count_attempt(
+                    _policy(settings, settings.login_max_failures_per_address), now
+                ),
+            ],
         )
+    return account.key
 
 
 def _policy(settings: AuthSettings, max_failures: int) -> domain.LockoutPolicy:
@@ -182,16 +188,17 @@ async def me(request: web.Request) -> web.Response:
 @routes.get("/api/users/sessions")
 async def list_sessions(request: web.Request) -> web.Response:
     caller = require_user(request)
-    rows = await queries.live_sessions(request.app[POOL_KEY], caller.user_id)
-    return ok(
-        [
-            Session(
-                id=r["id"], created_at=r["created_at"], expires_at=r["expires_at"],
-                user_agent=r["user_agent"], current=r["id"] == caller.session_id,
-            )
-            for r in rows
-        ]
-    )
+    page = page_of(request)
+    after = page.after_key(datetime.fromisoformat, uuid.UUID)
+    rows = await queries.live_sessions(request.app[POOL_KEY], caller.user_id, after, page.limit + 1)
+
+    def view(r: asyncpg.Record) -> Session:
+        return Session(
+            id=r["id"], created_at=r["created_at"], expires_at=r["expires_at"],
+            user_agent=r["user_agent"], current=r["id"] == caller.session_id,
+        )
+
+    return ok(page.answer(rows, lambda r: [r["created_at"].isoformat(), str(r["id"])], view))
 
 
 @routes.delete("/api/users/sessions/{session_id}")

@@ -163,7 +163,9 @@ async def test_sessions_list_revoke_and_logout_all(client: aiohttp.ClientSession
 
     async with client.get("/api/users/sessions", headers=bearer(second)) as response:
         assert response.status == 200
-        sessions = (await response.json())["data"]
+        listing = (await response.json())["data"]
+    assert listing["nextCursor"] is None
+    sessions = listing["items"]
     assert len(sessions) == 3
     assert [s["current"] for s in sessions].count(True) == 1
     current = next(s for s in sessions if s["current"])
@@ -193,7 +195,7 @@ async def test_another_users_session_cannot_be_revoked(client: aiohttp.ClientSes
     alice_token = await login(client, alice)
     bob_token = await login(client, bob)
     async with client.get("/api/users/sessions", headers=bearer(bob_token)) as response:
-        bob_session = (await response.json())["data"][0]["id"]
+        bob_session = (await response.json())["data"]["items"][0]["id"]
 
     for session_id in (bob_session, "not-a-uuid"):
         async with client.delete(

@@ -1,19 +1,28 @@
 """The gateway: routing, trust (identity stripping and signing), limits, outages, request ids."""
 
 import asyncio
+import gzip
 import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
 
 import aiohttp
+import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from shopkit.identity import IDENTITY_HEADER, Identity, Role, sign_identity
 from tests.conftest import unique_email
-from tests.system import System, bearer, register, running_system
+from tests.system import (
+    System,
+    bearer,
+    create_product,
+    register,
+    running_system,
+    wait_until_ready,
+)
 
 SERVICE_PATHS = {
     "auth": "/api/users/me",
@@ -58,9 +67,16 @@ async def test_services_refuse_forged_replayed_and_stale_identities(
     url = system.service_urls["auth"] + "/api/users/me"
     forged = {
         "wrong secret": sign_identity(admin, b"x" * 32, "GET", "/api/users/me"),
-        "other path": sign_identity(admin, system.secret, "GET", "/api/users/sessions"),
-        "other method": sign_identity(admin, system.secret, "POST", "/api/users/me"),
-        "too old": sign_identity(admin, system.secret, "GET", "/api/users/me", time.time() - 300),
+        "replayed onto another path": sign_identity(
+            admin, system.secret, "GET", "/api/users/sessions"
+        ),
+        "replayed with another query": sign_identity(
+            admin, system.secret, "GET", "/api/users/me?x=1"
+        ),
+        "another method": sign_identity(admin, system.secret, "POST", "/api/users/me"),
+        "too old": sign_identity(
+            admin, system.secret, "GET", "/api/users/me", now=time.time() - 300
+        ),
         "garbage": "abc.def",
     }
     async with aiohttp.ClientSession() as direct:
@@ -93,10 +109,14 @@ async def test_identity_headers_sent_by_clients_are_ignored(
                     assert (await response.json())["data"] == me
 
 
-async def test_public_routes_need_no_token(client: aiohttp.ClientSession) -> None:
+async def test_public_routes_need_no_token_and_ignore_client_identities(
+    client: aiohttp.ClientSession,
+) -> None:
+    # Were the client's (invalid) identity header passed on, the service would answer 401.
     async with client.post(
         "/api/users/register",
         json={"email": unique_email(), "password": "correct horse", "name": "Pub"},
+        headers={IDENTITY_HEADER: "forged.identity"},
     ) as response:
         assert response.status == 201
     async with client.get("/api/users/me") as response:
@@ -176,17 +196,6 @@ async def test_ping_reports_every_service(client: aiohttp.ClientSession, system:
     assert body["services"] == {name: "ok" for name in SERVICE_PATHS}
 
 
-async def wait_until_ready(client: aiohttp.ClientSession, deadline_seconds: float = 15) -> None:
-    """Services connect to RabbitMQ in the background; poll until they all report ready."""
-    deadline = time.monotonic() + deadline_seconds
-    while time.monotonic() < deadline:
-        async with client.get("/api/ping") as response:
-            if response.status == 200:
-                return
-        await asyncio.sleep(0.05)
-    raise AssertionError("services did not become ready")
-
-
 async def test_a_down_upstream_is_503_and_named_by_ping(databases) -> None:
     closed = f"http://127.0.0.1:{_free_port()}"
     async with running_system(databases, gateway={"orders_url": closed}) as own, \
@@ -237,3 +246,55 @@ async def test_an_upstream_timeout_is_504(databases, slow_upstream: str) -> None
     ) as response:
         assert response.status == 504
         assert (await response.json())["code"] == "gateway_timeout"
+
+
+async def test_compressed_and_corrupt_bodies(client: aiohttp.ClientSession) -> None:
+    payload = orjson.dumps({"email": unique_email(), "password": "correct horse", "name": "Gz"})
+    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    async with client.post(
+        "/api/users/register", data=gzip.compress(payload), headers=headers
+    ) as response:
+        assert response.status == 201
+    async with client.post(
+        "/api/users/register", data=b"\x1f\x8b not really gzip", headers=headers
+    ) as response:
+        assert response.status == 400
+        assert (await response.json())["code"] == "invalid_json"
+
+
+async def test_nul_characters_are_422_not_a_database_error(
+    client: aiohttp.ClientSession, user_token: str
+) -> None:
+    async with client.post(
+        "/api/users/register",
+        json={"email": unique_email(), "password": "correct horse", "name": "A\x00B"},
+    ) as response:
+        assert response.status == 422
+        assert [d["field"] for d in (await response.json())["details"]] == ["name"]
+    async with client.post(
+        "/api/users/login", json={"email": "a\x00b@example.com", "password": "x"}
+    ) as response:
+        assert response.status == 422
+
+
+async def test_any_malformed_token_is_401(client: aiohttp.ClientSession) -> None:
+    for token in ("x" * 300, "short", "x" * 43):
+        async with client.get("/api/users/me", headers=bearer(token)) as response:
+            assert response.status == 401, token[:10]
+
+
+async def test_gateway_paths_refuse_other_methods_with_405(client: aiohttp.ClientSession) -> None:
+    async with client.post("/api/ping") as response:
+        assert response.status == 405
+        assert "GET" in response.headers["Allow"]
+        assert (await response.json())["code"] == "method_not_allowed"
+
+
+async def test_the_query_string_reaches_the_service(
+    client: aiohttp.ClientSession, admin_token: str
+) -> None:
+    for _ in range(2):
+        await create_product(client, admin_token, stock=1)
+    async with client.get("/api/products?limit=1") as response:
+        data = (await response.json())["data"]
+    assert len(data["items"]) == 1 and data["nextCursor"]

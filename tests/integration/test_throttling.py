@@ -39,6 +39,19 @@ async def test_an_account_is_locked_after_repeated_failures(client: aiohttp.Clie
     assert status == 200, "one account's lock does not touch another's"
 
 
+async def test_no_spelling_of_a_locked_account_gets_in(client: aiohttp.ClientSession) -> None:
+    """Case variants Postgres folds onto the same account (even Unicode ones such as the
+    dotted capital I) count against it and are locked with it."""
+    local = f"victim-{random.randint(0, 10**9)}"
+    email = f"{local}@example.com"
+    await register(client, email)
+    for _ in range(4):
+        assert (await _attempt(client, email, "wrong password"))[0] == 401
+    for variant in (email.upper(), email.replace("i", "\u0130", 1), email.title()):
+        status, _ = await _attempt(client, variant, "correct horse")
+        assert status == 429, variant
+
+
 async def test_success_resets_the_account_count(client: aiohttp.ClientSession) -> None:
     email = unique_email()
     await register(client, email)
@@ -79,6 +92,10 @@ async def test_one_address_is_limited_across_accounts(databases) -> None:
             client, unique_email(), "anything at all", **{"X-Forwarded-For": address}
         )
         assert status == 429 and int(info["Retry-After"]) >= 1
+        # What a client writes before the proxy's own entry does not change its address.
+        spoofed = {"X-Forwarded-For": f"{neighbour}, {address}"}
+        status, _ = await _attempt(client, unique_email(), "anything at all", **spoofed)
+        assert status == 429
         status, _ = await _attempt(
             client, unique_email(), "anything at all", **{"X-Forwarded-For": neighbour}
         )

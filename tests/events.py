@@ -1,0 +1,66 @@
+"""Watching `shop.events` from a test: a queue of its own, polled with a deadline."""
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aio_pika
+import orjson
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
+
+from tests.system import RABBITMQ_URL
+
+
+class EventWatcher:
+    def __init__(self, queue: AbstractQueue) -> None:
+        self.queue = queue
+
+    async def next(self, deadline_seconds: float = 15) -> AbstractIncomingMessage:
+        deadline = time.monotonic() + deadline_seconds
+        while time.monotonic() < deadline:
+            try:
+                message = await self.queue.get(fail=False, no_ack=True)
+            except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError):
+                message = None  # the broker is restarting: keep polling until the deadline
+            if message is not None:
+                return message
+            await asyncio.sleep(0.02)
+        raise AssertionError("no event arrived before the deadline")
+
+    async def bodies_until(
+        self, done: Any, deadline_seconds: float = 30
+    ) -> list[dict[str, Any]]:
+        """Collects event bodies until `done(bodies)` holds, or fails at the deadline."""
+        bodies: list[dict[str, Any]] = []
+        deadline = time.monotonic() + deadline_seconds
+        while not done(bodies):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"only {len(bodies)} events arrived before the deadline")
+            bodies.append(orjson.loads((await self.next(remaining)).body))
+        return bodies
+
+
+@asynccontextmanager
+async def watch_events(*routing_keys: str, durable: bool = False) -> AsyncIterator[EventWatcher]:
+    """A queue bound to `shop.events`; durable ones survive a broker restart mid-test."""
+    connection = await aio_pika.connect_robust(RABBITMQ_URL)
+    try:
+        channel = await connection.channel()
+        exchange = await channel.declare_exchange(
+            "shop.events", aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        name = f"test.watch.{uuid.uuid4().hex[:12]}" if durable else ""
+        queue = await channel.declare_queue(
+            name, durable=durable, exclusive=not durable, auto_delete=False
+        )
+        for key in routing_keys:
+            await queue.bind(exchange, routing_key=key)
+        yield EventWatcher(queue)
+        if durable:
+            await queue.delete(if_unused=False, if_empty=False)
+    finally:
+        await connection.close()
