@@ -40,6 +40,7 @@ class Broker:
         self._connection: AbstractRobustConnection | None = None
         self._exchange: AbstractExchange | None = None
         self._connecting: asyncio.Task[None] | None = None
+        self._first_connected = asyncio.Event()
 
     @property
     def is_ready(self) -> bool:
@@ -65,12 +66,17 @@ class Broker:
                     EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
                 )
                 self._connection = connection
+                self._first_connected.set()
                 log.info("connected to rabbitmq")
                 return
             except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as exc:
                 log.warning("waiting for rabbitmq: %s", type(exc).__name__)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    async def first_connection(self) -> None:
+        """Returns once the broker has connected for the first time."""
+        await self._first_connected.wait()
 
     async def publish(self, outgoing: OutgoingMessage) -> None:
         """Returns once RabbitMQ confirmed the message (persisted, routed); raises

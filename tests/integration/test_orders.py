@@ -17,6 +17,7 @@ from tests.system import (
     create_product,
     login,
     register,
+    running_system,
 )
 
 STATUSES = ["placed", "confirmed", "shipped", "in_transit", "out_for_delivery", "delivered",
@@ -91,8 +92,9 @@ async def test_an_order_copies_prices_names_and_address(
 
 
 async def test_thirty_parallel_orders_for_ten_in_stock_sell_exactly_ten(
-    client: aiohttp.ClientSession, admin_token: str, admin_db: asyncpg.Pool
+    databases, client: aiohttp.ClientSession, admin_token: str, admin_db: asyncpg.Pool
 ) -> None:
+    """Across two orders instances (each behind its own gateway) sharing one database."""
     product = await create_product(client, admin_token, stock=10)
     buyers = []
     for _ in range(6):
@@ -100,9 +102,13 @@ async def test_thirty_parallel_orders_for_ten_in_stock_sell_exactly_ten(
         await register(client, email)
         token = await login(client, email)
         buyers.append((token, (await create_address(client, token))["id"]))
-    results = await asyncio.gather(
-        *(_order(client, *buyers[i % 6], [(product["id"], 1)]) for i in range(30))
-    )
+    async with running_system(databases) as second, aiohttp.ClientSession(
+        base_url=second.gateway_url
+    ) as other_client:
+        clients = [client, other_client]
+        results = await asyncio.gather(
+            *(_order(clients[i % 2], *buyers[i % 6], [(product["id"], 1)]) for i in range(30))
+        )
     statuses = sorted(status for status, _ in results)
     assert statuses == [201] * 10 + [409] * 20
     assert all(b["code"] == "insufficient_stock" for s, b in results if s == 409)

@@ -1,0 +1,165 @@
+"""The outbox relay against the real Postgres and RabbitMQ, in a scratch schema of its own
+(so the running services' relays stay out of it)."""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import asyncpg
+import pytest
+
+from services.orders.settings import OrdersSettings
+from shopkit import db
+from shopkit.bootstrap import with_database
+from shopkit.broker import Broker
+from shopkit.events import Event
+from shopkit.migrations import KIT_MIGRATIONS, apply_migrations
+from shopkit.outbox import OutboxRelay, add_event
+from tests.conftest import ADMIN_DSN, TEST_DATABASE
+from tests.events import watch_events
+from tests.system import IDENTITY_SECRET, RABBITMQ_URL
+
+
+@dataclass
+class Scratch:
+    schema: str
+    settings: OrdersSettings
+    pool: asyncpg.Pool
+    broker: Broker
+    event_type: str
+
+
+@pytest.fixture
+async def scratch(admin_db: asyncpg.Pool) -> AsyncIterator[Scratch]:
+    schema = f"outbox_{uuid.uuid4().hex[:8]}"
+    await admin_db.execute(f"CREATE SCHEMA {schema}")
+    settings = OrdersSettings(
+        port=0,
+        database_url=with_database(ADMIN_DSN, TEST_DATABASE),
+        identity_secret=IDENTITY_SECRET,
+        rabbitmq_url=RABBITMQ_URL,
+        outbox_batch_size=5,
+        outbox_poll_interval_seconds=0.2,
+    )
+    conn = await db.connect(settings, schema)
+    try:
+        await apply_migrations(conn, schema, KIT_MIGRATIONS)
+    finally:
+        await conn.close()
+    pool = await db.create_pool(settings, schema)
+    broker = Broker(RABBITMQ_URL, "outbox-test")
+    broker.start()
+    async with asyncio.timeout(15):
+        await broker.first_connection()
+    try:
+        yield Scratch(schema, settings, pool, broker, f"test.outbox.{schema}")
+    finally:
+        await broker.close()
+        await pool.close()
+        await admin_db.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+async def _write(scratch: Scratch, aggregate: str, seq: int) -> Event:
+    event = Event(type=scratch.event_type, source="test", data={"aggregate": aggregate, "seq": seq})
+    async with scratch.pool.acquire() as conn, conn.transaction():
+        await add_event(conn, event, aggregate_id=aggregate, request_id=f"req-{aggregate}-{seq}")
+    return event
+
+
+async def test_several_relays_publish_everything_in_order_per_aggregate(scratch: Scratch) -> None:
+    aggregates = [f"agg-{n}" for n in range(8)]
+    per_aggregate = 15
+    async with watch_events(scratch.event_type) as events:
+        relays = [
+            asyncio.create_task(
+                OutboxRelay(scratch.pool, scratch.broker, scratch.settings, scratch.schema).run()
+            )
+            for _ in range(3)
+        ]
+        try:
+
+            async def write_all(aggregate: str) -> None:
+                for seq in range(per_aggregate):
+                    await _write(scratch, aggregate, seq)
+
+            # Writers of different aggregates run at once, while the relays are publishing.
+            await asyncio.gather(*(write_all(a) for a in aggregates))
+            total = len(aggregates) * per_aggregate
+            bodies = await events.bodies_until(
+                lambda got: len({b["id"] for b in got}) >= total, deadline_seconds=60
+            )
+        finally:
+            for relay in relays:
+                relay.cancel()
+            await asyncio.gather(*relays, return_exceptions=True)
+
+    seen: dict[str, list[int]] = {a: [] for a in aggregates}
+    first_arrivals = {}
+    for body in bodies:
+        first_arrivals.setdefault(body["id"], body)
+    for body in first_arrivals.values():
+        seen[body["data"]["aggregate"]].append(body["data"]["seq"])
+    assert all(seqs == list(range(per_aggregate)) for seqs in seen.values()), seen
+    pending = await scratch.pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+    assert pending == 0
+
+
+class _DiesAfterPublishing(OutboxRelay):
+    """A relay whose process dies after RabbitMQ confirmed, before it marked the rows."""
+
+    async def _publish_in_order(self, rows):  # type: ignore[no-untyped-def]
+        await super()._publish_in_order(rows)
+        raise SystemError("process died")
+
+
+async def test_a_relay_dying_between_publish_and_mark_loses_nothing(scratch: Scratch) -> None:
+    written = [await _write(scratch, "order-1", seq) for seq in range(3)]
+    async with watch_events(scratch.event_type) as events:
+        dying = _DiesAfterPublishing(scratch.pool, scratch.broker, scratch.settings, scratch.schema)
+        with pytest.raises(SystemError):
+            await dying.publish_pending()
+        pending = await scratch.pool.fetchval(
+            "SELECT count(*) FROM outbox WHERE published_at IS NULL"
+        )
+        assert pending == 3, "nothing was marked: the rows wait for the next relay"
+
+        relay = OutboxRelay(scratch.pool, scratch.broker, scratch.settings, scratch.schema)
+        assert await relay.publish_pending() == 3
+        bodies = await events.bodies_until(lambda got: len(got) >= 6)
+    ids = [b["id"] for b in bodies]
+    # At least once: each event arrived twice, under the same id, in order each time.
+    assert ids == [str(e.id) for e in written] * 2
+    assert await scratch.pool.fetchval(
+        "SELECT count(*) FROM outbox WHERE published_at IS NULL"
+    ) == 0
+
+
+async def test_an_event_rolled_back_with_its_change_is_never_published(scratch: Scratch) -> None:
+    event = Event(type=scratch.event_type, source="test", data={"aggregate": "x", "seq": 0})
+    with pytest.raises(RuntimeError):
+        async with scratch.pool.acquire() as conn, conn.transaction():
+            await add_event(conn, event, aggregate_id="x", request_id=None)
+            raise RuntimeError("the change failed")
+    relay = OutboxRelay(scratch.pool, scratch.broker, scratch.settings, scratch.schema)
+    assert await relay.publish_pending() == 0
+    assert await scratch.pool.fetchval("SELECT count(*) FROM outbox") == 0
+
+
+async def test_an_idle_relay_wakes_on_notify_not_on_its_poll(scratch: Scratch) -> None:
+    settings = scratch.settings.model_copy(update={"outbox_poll_interval_seconds": 60.0})
+    relay = asyncio.create_task(
+        OutboxRelay(scratch.pool, scratch.broker, settings, scratch.schema).run()
+    )
+    try:
+        async with watch_events(scratch.event_type) as events:
+            # Once the first event is out, the relay has nothing left and waits out its poll.
+            await _write(scratch, "woken", 0)
+            await events.bodies_until(lambda got: len(got) >= 1, deadline_seconds=10)
+            event = await _write(scratch, "woken", 1)
+            # Well inside the 60 s poll: only the NOTIFY sent at commit can have woken it.
+            bodies = await events.bodies_until(lambda got: len(got) >= 1, deadline_seconds=10)
+    finally:
+        relay.cancel()
+        await asyncio.gather(relay, return_exceptions=True)
+    assert bodies[0]["id"] == str(event.id)
