@@ -211,3 +211,29 @@ async def rabbitmq_stopped(system: System) -> AsyncIterator[None]:
         await _rabbitmqctl("await_startup")
         async with aiohttp.ClientSession(base_url=system.gateway_url) as client:
             await wait_until_ready(client, deadline_seconds=60)
+
+
+async def walk_pages(
+    client: aiohttp.ClientSession, path: str, token: str | None = None, limit: int = 2
+) -> list[dict[str, Any]]:
+    """Every item of a list endpoint, following nextCursor page by page."""
+    items: list[dict[str, Any]] = []
+    cursor = None
+    separator = "&" if "?" in path else "?"
+    while True:
+        page = f"{path}{separator}limit={limit}" + (f"&cursor={cursor}" if cursor else "")
+        status, body = await call(client, "GET", page, token)
+        assert status == 200, body
+        assert len(body["data"]["items"]) <= limit
+        items += body["data"]["items"]
+        cursor = body["data"]["nextCursor"]
+        if cursor is None:
+            return items
+
+
+async def new_customer(client: aiohttp.ClientSession) -> tuple[str, str]:
+    """A freshly registered user's token and the id of their (default) address."""
+    email = f"user-{secrets.token_hex(6)}@example.com"
+    await register(client, email)
+    token = await login(client, email)
+    return token, (await create_address(client, token))["id"]

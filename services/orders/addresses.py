@@ -5,7 +5,7 @@ from datetime import datetime
 from typing import Annotated
 
 from aiohttp import web
-from asyncpg import Record
+from asyncpg import Connection, Record
 from pydantic import Field, StringConstraints, field_validator
 
 from services.orders import queries
@@ -67,6 +67,13 @@ def address_view(row: Record) -> Address:
     return Address(**{name: row[name] for name in Address.model_fields})
 
 
+async def _lock_own(conn: Connection, user_id: uuid.UUID, address_id: uuid.UUID) -> None:
+    """Takes the user's address lock, then makes sure the address is theirs (404 otherwise)."""
+    await queries.lock_addresses_of(conn, user_id)
+    if await queries.address_of(conn, user_id, address_id) is None:
+        raise errors.NotFound("No such address.")
+
+
 @routes.get("/api/addresses")
 async def list_addresses(request: web.Request) -> web.Response:
     caller = require_user(request)
@@ -111,9 +118,7 @@ async def replace_address(request: web.Request) -> web.Response:
     address_id = uuid_or_404(request.match_info["address_id"])
     body = await read_model(request, AddressIn)
     async with request.app[POOL_KEY].acquire() as conn, conn.transaction():
-        await queries.lock_addresses_of(conn, caller.user_id)
-        if await queries.address_of(conn, caller.user_id, address_id) is None:
-            raise errors.NotFound("No such address.")
+        await _lock_own(conn, caller.user_id, address_id)
         row = await queries.update_address(conn, address_id, body.fields())
         if body.is_default and not row["is_default"]:
             row = await queries.move_default(conn, caller.user_id, address_id)
@@ -125,9 +130,7 @@ async def make_default(request: web.Request) -> web.Response:
     caller = require_user(request)
     address_id = uuid_or_404(request.match_info["address_id"])
     async with request.app[POOL_KEY].acquire() as conn, conn.transaction():
-        await queries.lock_addresses_of(conn, caller.user_id)
-        if await queries.address_of(conn, caller.user_id, address_id) is None:
-            raise errors.NotFound("No such address.")
+        await _lock_own(conn, caller.user_id, address_id)
         row = await queries.move_default(conn, caller.user_id, address_id)
     return ok(address_view(row))
 

@@ -9,15 +9,14 @@ import aiohttp
 import asyncpg
 import pytest
 
-from tests.conftest import unique_email
 from tests.system import (
     address_payload,
     call,
     create_address,
     create_product,
-    login,
-    register,
+    new_customer,
     running_system,
+    walk_pages,
 )
 
 STATUSES = ["placed", "confirmed", "shipped", "in_transit", "out_for_delivery", "delivered",
@@ -96,12 +95,7 @@ async def test_thirty_parallel_orders_for_ten_in_stock_sell_exactly_ten(
 ) -> None:
     """Across two orders instances (each behind its own gateway) sharing one database."""
     product = await create_product(client, admin_token, stock=10)
-    buyers = []
-    for _ in range(6):
-        email = unique_email()
-        await register(client, email)
-        token = await login(client, email)
-        buyers.append((token, (await create_address(client, token))["id"]))
+    buyers = [await new_customer(client) for _ in range(6)]
     async with running_system(databases) as second, aiohttp.ClientSession(
         base_url=second.gateway_url
     ) as other_client:
@@ -162,11 +156,8 @@ async def test_racing_retries_with_one_key_make_one_order_and_take_stock_once(
     assert await _stock(client, product["id"]) == 7
 
     # Keys belong to their user: another user's same key is a new order.
-    email = unique_email()
-    await register(client, email)
-    other = await login(client, email)
-    other_address = await create_address(client, other)
-    status, body = await _order(client, other, other_address["id"], [(product["id"], 3)], key=key)
+    other, other_address = await new_customer(client)
+    status, body = await _order(client, other, other_address, [(product["id"], 3)], key=key)
     assert status == 201 and await _stock(client, product["id"]) == 4
 
 
@@ -204,17 +195,14 @@ async def test_order_input_is_validated(
 async def test_another_users_orders_and_addresses_are_404(
     client: aiohttp.ClientSession, user_token: str, admin_token: str
 ) -> None:
-    email = unique_email()
-    await register(client, email)
-    owner = await login(client, email)
-    owner_address = await create_address(client, owner)
+    owner, owner_address = await new_customer(client)
     product = await create_product(client, admin_token, stock=5)
 
-    status, body = await _order(client, user_token, owner_address["id"], [(product["id"], 1)])
+    status, body = await _order(client, user_token, owner_address, [(product["id"], 1)])
     assert status == 404 and body["code"] == "not_found"
     assert await _stock(client, product["id"]) == 5
 
-    status, body = await _order(client, owner, owner_address["id"], [(product["id"], 1)])
+    status, body = await _order(client, owner, owner_address, [(product["id"], 1)])
     order_id = body["data"]["id"]
     for method, path in [("GET", f"/api/orders/{order_id}"),
                          ("POST", f"/api/orders/{order_id}/cancel")]:
@@ -328,15 +316,7 @@ async def test_listing_orders_newest_first_with_filters_and_cursor(
                    ["data"]["id"])
     await call(client, "POST", f"/api/orders/{ids[1]}/cancel", user_token)
 
-    seen, cursor = [], None
-    while True:
-        path = "/api/orders?limit=2" + (f"&cursor={cursor}" if cursor else "")
-        status, body = await call(client, "GET", path, user_token)
-        assert status == 200
-        seen += [o["id"] for o in body["data"]["items"]]
-        cursor = body["data"]["nextCursor"]
-        if cursor is None:
-            break
+    seen = [o["id"] for o in await walk_pages(client, "/api/orders", user_token)]
     assert seen == list(reversed(ids))
     status, body = await call(client, "GET", "/api/orders?status=cancelled", user_token)
     assert [o["id"] for o in body["data"]["items"]] == [ids[1]]

@@ -6,7 +6,7 @@ import uuid
 import aiohttp
 import pytest
 
-from tests.system import call, create_product
+from tests.system import call, create_product, walk_pages
 
 
 async def test_the_catalogue_is_public(client: aiohttp.ClientSession, admin_token: str) -> None:
@@ -23,15 +23,7 @@ async def test_the_catalogue_is_public(client: aiohttp.ClientSession, admin_toke
 async def test_the_catalogue_pages_by_sku(client: aiohttp.ClientSession, admin_token: str) -> None:
     for _ in range(3):
         await create_product(client, admin_token, stock=1)
-    skus, cursor = [], None
-    while True:
-        path = "/api/products?limit=2" + (f"&cursor={cursor}" if cursor else "")
-        status, body = await call(client, "GET", path)
-        assert status == 200 and len(body["data"]["items"]) <= 2
-        skus += [p["sku"] for p in body["data"]["items"]]
-        cursor = body["data"]["nextCursor"]
-        if cursor is None:
-            break
+    skus = [p["sku"] for p in await walk_pages(client, "/api/products")]
     assert skus == sorted(skus) and len(skus) == len(set(skus)) >= 3
 
 
