@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 ENV := scripts/with-env
 
-.PHONY: run test lint setup infra db clean
+.PHONY: run test lint setup infra db admin clean
 
 $(VENV)/.installed: pyproject.toml
 	@PYTHON=$(PYTHON) scripts/ensure-venv $(VENV)
@@ -31,6 +31,11 @@ test: setup infra
 	@$(ENV) scripts/ensure-compose-parser
 	$(ENV) ruff check .
 	$(ENV) python -m pytest $(PYTEST_ARGS)
+
+# ADMIN_PASSWORD=... make admin EMAIL=you@example.com : an admin account for `make run`'s system.
+admin: db
+	@test -n "$(EMAIL)" || { echo "usage: ADMIN_PASSWORD=... make admin EMAIL=you@example.com"; exit 2; }
+	$(ENV) sh -c 'DATABASE_URL="$$AUTH_DATABASE_URL" exec python -m services.auth create-admin "$$0"' "$(EMAIL)"
 
 lint: setup
 	$(ENV) ruff check .
