@@ -11,6 +11,7 @@ from aiohttp import web
 
 from shopkit import db, errors
 from shopkit.broker import Broker
+from shopkit.consumer import Consumer, Subscription
 from shopkit.identity import IDENTITY_HEADER, Identity, InvalidIdentity, Role, verify_identity
 from shopkit.migrations import MigrationSet, apply_migrations
 from shopkit.outbox import OutboxRelay, prune_published
@@ -113,6 +114,16 @@ def _outbox_relay(schema: str) -> list[Callable[[web.Application], AsyncIterator
     return [background(f"{schema}-outbox-relay", run), periodic("outbox-prune", 600, prune)]
 
 
+def _consumer(subscription: Subscription) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Consumes for the app's lifetime. At shutdown it stops taking messages; those in flight
+    and not yet acknowledged are redelivered (to this queue's other consumers, or later)."""
+
+    async def run(app: web.Application) -> None:
+        await Consumer(app[POOL_KEY], app[SETTINGS_KEY], subscription).run()
+
+    return background(f"{subscription.queue}-consumer", run)
+
+
 async def live(request: web.Request) -> web.Response:
     return ok({"status": "ok"})
 
@@ -142,6 +153,7 @@ def service_app(
     settings: ServiceSettings,
     migrations: Sequence[MigrationSet],
     routes: Iterable[web.AbstractRouteDef],
+    subscriptions: Sequence[Subscription] = (),
 ) -> web.Application:
     app = web.Application(
         middlewares=[*base_middlewares(), identity_middleware(settings)],
@@ -151,6 +163,8 @@ def service_app(
     app.cleanup_ctx.append(_database(name, migrations))
     app.cleanup_ctx.append(_broker(name))
     app.cleanup_ctx.extend(_outbox_relay(name))
+    for subscription in subscriptions:
+        app.cleanup_ctx.append(_consumer(subscription))
     app.router.add_get("/health/live", live)
     app.router.add_get("/health/ready", ready)
     app.add_routes(routes)

@@ -32,7 +32,10 @@ class MigrationSet:
     directory: Path
 
 
-KIT_MIGRATIONS = (MigrationSet("outbox", Path(__file__).parent / "sql" / "outbox"),)
+KIT_MIGRATIONS = (
+    MigrationSet("outbox", Path(__file__).parent / "sql" / "outbox"),
+    MigrationSet("inbox", Path(__file__).parent / "sql" / "inbox"),
+)
 
 
 def service_migrations(track: str, directory: Path) -> list[MigrationSet]:

@@ -35,3 +35,8 @@ class ServiceSettings(ComponentSettings):
     # The outbox relay wakes on NOTIFY; polling is the fallback should a notification be missed.
     outbox_poll_interval_seconds: float = Field(default=1.0, gt=0)
     outbox_batch_size: int = Field(default=100, ge=1, le=1000)
+    # Event consumers: unacknowledged messages in flight, and how a failing one is retried
+    # (delay doubling from the first) before it goes to the dead-letter queue.
+    consumer_prefetch: int = Field(default=100, ge=1, le=1000)
+    consumer_max_retries: int = Field(default=5, ge=0)
+    consumer_retry_delay_seconds: float = Field(default=0.5, gt=0)

@@ -16,7 +16,7 @@ import pytest
 
 from services.bootstrap import BootstrapSettings
 from shopkit.bootstrap import ServiceDatabase, bootstrap, with_database
-from tests.system import System, login, register, running_system
+from tests.system import System, fresh_vhost, login, register, running_system
 
 ADMIN_DSN = os.environ.get(
     "ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -32,6 +32,11 @@ def test_service_databases(password: str) -> list[ServiceDatabase]:
         for name in ("auth", "orders", "tracking", "notifications")
     }
     return BootstrapSettings(admin_database_url=ADMIN_DSN, **urls).services()
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def rabbitmq_vhost() -> None:
+    await fresh_vhost()
 
 
 @pytest.fixture(scope="session")

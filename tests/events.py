@@ -5,6 +5,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
@@ -64,3 +65,37 @@ async def watch_events(*routing_keys: str, durable: bool = False) -> AsyncIterat
             await queue.delete(if_unused=False, if_empty=False)
     finally:
         await connection.close()
+
+
+async def publish_event(
+    event_type: str,
+    data: dict[str, Any],
+    event_id: uuid.UUID | None = None,
+    occurred_at: datetime | None = None,
+    raw_body: bytes | None = None,
+) -> uuid.UUID:
+    """Publishes to `shop.events` as a service would (or `raw_body` as it is, for poison)."""
+    event_id = event_id or uuid.uuid4()
+    body = raw_body if raw_body is not None else orjson.dumps({
+        "id": str(event_id),
+        "type": event_type,
+        "occurredAt": (occurred_at or datetime.now(UTC)).isoformat(),
+        "source": "test",
+        "data": data,
+    })
+    connection = await aio_pika.connect(RABBITMQ_URL)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.declare_exchange(
+            "shop.events", aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        await exchange.publish(
+            aio_pika.Message(
+                body, message_id=str(event_id), type=event_type,
+                content_type="application/json", delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            ),
+            routing_key=event_type,
+        )
+    finally:
+        await connection.close()
+    return event_id

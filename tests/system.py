@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from yarl import URL
 
 from gateway.app import create_app as create_gateway
 from gateway.settings import GatewaySettings
@@ -27,7 +28,14 @@ from services.tracking.app import create_app as create_tracking
 from services.tracking.settings import TrackingSettings
 from shopkit.bootstrap import ServiceDatabase
 
-RABBITMQ_URL = os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
+# Tests use a virtual host of their own, recreated per run: durable queues such as
+# tracking.orders never mix with those of a `make run` on the same broker.
+TEST_VHOST = "shop_test"
+RABBITMQ_URL = (
+    URL(os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/"))
+    .with_path(f"/{TEST_VHOST}")
+    .human_repr()
+)
 IDENTITY_SECRET = secrets.token_urlsafe(32)
 
 SERVICES = {
@@ -49,6 +57,8 @@ def service_settings(database: ServiceDatabase, settings_class: type, **override
         "rabbitmq_url": RABBITMQ_URL,
         "identity_secret": IDENTITY_SECRET,
         "startup_timeout_seconds": 10,
+        # Short retry delays keep the retry-then-dead-letter tests quick.
+        "consumer_retry_delay_seconds": 0.05,
     }
     return settings_class(**{**defaults, **overrides})
 
@@ -190,13 +200,22 @@ async def wait_until_ready(client: aiohttp.ClientSession, deadline_seconds: floa
     raise AssertionError("services did not become ready")
 
 
-async def _rabbitmqctl(*args: str) -> None:
+async def fresh_vhost() -> None:
+    """Deletes and recreates the test virtual host, open to the URL's user."""
+    user = URL(RABBITMQ_URL).user or "guest"
+    await _rabbitmqctl("delete_vhost", TEST_VHOST, check=False)
+    await _rabbitmqctl("add_vhost", TEST_VHOST)
+    await _rabbitmqctl("set_permissions", "-p", TEST_VHOST, user, ".*", ".*", ".*")
+
+
+async def _rabbitmqctl(*args: str, check: bool = True) -> None:
     rabbitmqctl = shutil.which("rabbitmqctl")
     assert rabbitmqctl, "rabbitmqctl is needed to stop and start the local broker"
     process = await asyncio.create_subprocess_exec(
         rabbitmqctl, *args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    assert await process.wait() == 0, f"rabbitmqctl {' '.join(args)} failed"
+    code = await process.wait()
+    assert code == 0 or not check, f"rabbitmqctl {' '.join(args)} failed"
 
 
 @asynccontextmanager
@@ -237,3 +256,17 @@ async def new_customer(client: aiohttp.ClientSession) -> tuple[str, str]:
     await register(client, email)
     token = await login(client, email)
     return token, (await create_address(client, token))["id"]
+
+
+async def eventually(
+    check: Any, deadline_seconds: float = 15, interval: float = 0.02
+) -> Any:
+    """Polls `await check()` until it returns something truthy; fails at the deadline."""
+    deadline = time.monotonic() + deadline_seconds
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {deadline_seconds} s: {result!r}")
+        await asyncio.sleep(interval)

@@ -1,5 +1,124 @@
 """HTTP endpoints of the tracking service."""
 
+import uuid
+from datetime import date, datetime
+from typing import Annotated
+
+import asyncpg
 from aiohttp import web
+from pydantic import StringConstraints, model_validator
+
+from services.tracking import queries
+from shopkit import errors
+from shopkit.app import POOL_KEY, require_admin, require_user
+from shopkit.events import Event
+from shopkit.identity import Identity, Role
+from shopkit.outbox import add_event
+from shopkit.web import ApiModel, ok, read_model, request_id
 
 routes = web.RouteTableDef()
+
+Short = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Note = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)]
+
+
+class Checkpoint(ApiModel):
+    location: Short
+    note: Note | None = None
+
+
+class TrackingChange(ApiModel):
+    carrier: Short | None = None
+    tracking_number: Short | None = None
+    estimated_delivery: date | None = None
+    checkpoint: Checkpoint | None = None
+
+    @model_validator(mode="after")
+    def _something_to_change(self) -> "TrackingChange":
+        if all(v is None for v in (self.carrier, self.tracking_number,
+                                   self.estimated_delivery, self.checkpoint)):
+            raise ValueError("give at least one of carrier, trackingNumber, estimatedDelivery, "
+                             "checkpoint")
+        return self
+
+
+class TimelineEntry(ApiModel):
+    status: str
+    note: str | None
+    location: str | None
+    occurred_at: datetime
+
+
+class Tracking(ApiModel):
+    order_id: uuid.UUID
+    status: str
+    carrier: str | None
+    tracking_number: str | None
+    estimated_delivery: date | None
+    timeline: list[TimelineEntry]
+
+
+def _order_id(request: web.Request) -> uuid.UUID:
+    try:
+        return uuid.UUID(request.match_info["order_id"])
+    except ValueError as exc:
+        raise errors.NotFound() from exc
+
+
+async def _visible(conn: asyncpg.Connection, caller: Identity, order_id: uuid.UUID) -> Tracking:
+    """The owner's or an admin's; 404 for anyone else, and until the tracking exists."""
+    row = await queries.tracking(conn, order_id)
+    if row is None or (caller.role is not Role.ADMIN and row["user_id"] != caller.user_id):
+        raise errors.NotFound("No tracking for this order (yet).")
+    entries = await queries.timeline(conn, order_id)
+    return Tracking(
+        **{k: row[k] for k in Tracking.model_fields if k != "timeline"},
+        timeline=[TimelineEntry(**dict(entry)) for entry in entries],
+    )
+
+
+@routes.get("/api/orders/{order_id}/tracking")
+async def get_tracking(request: web.Request) -> web.Response:
+    caller = require_user(request)
+    async with request.app[POOL_KEY].acquire() as conn:
+        return ok(await _visible(conn, caller, _order_id(request)))
+
+
+@routes.post("/api/admin/orders/{order_id}/tracking")
+async def update_tracking(request: web.Request) -> web.Response:
+    caller = require_admin(request)
+    order_id = _order_id(request)
+    body = await read_model(request, TrackingChange)
+    async with request.app[POOL_KEY].acquire() as conn:
+        async with conn.transaction():
+            await queries.lock_order(conn, order_id)
+            if await queries.tracking(conn, order_id) is None:
+                raise errors.NotFound("No tracking for this order (yet).")
+            row = await queries.set_delivery_details(
+                conn, order_id, body.carrier, body.tracking_number, body.estimated_delivery
+            )
+            checkpoint = None
+            if body.checkpoint is not None:
+                at = await queries.add_checkpoint(
+                    conn, order_id, row["status"], body.checkpoint.location, body.checkpoint.note
+                )
+                checkpoint = {**body.checkpoint.model_dump(mode="json"), "occurredAt":
+                              at.isoformat()}
+            event = Event(
+                type="tracking.updated",
+                source="tracking",
+                data={
+                    "orderId": str(order_id),
+                    "userId": str(row["user_id"]),
+                    "status": row["status"],
+                    "carrier": row["carrier"],
+                    "trackingNumber": row["tracking_number"],
+                    "estimatedDelivery": (
+                        row["estimated_delivery"].isoformat() if row["estimated_delivery"]
+                        else None
+                    ),
+                    "checkpoint": checkpoint,
+                },
+            )
+            await add_event(conn, event, aggregate_id=str(order_id), request_id=request_id(request))
+        return ok(await _visible(conn, caller, order_id))

@@ -1,0 +1,303 @@
+"""Consuming events from `shop.events`: each event applied once, none lost, none looping.
+
+Each subscription has a durable queue `<service>.<purpose>` bound to `shop.events`, and beside it:
+- `<queue>.dlq`, bound to the `shop.dead-letter` exchange (also the queue's own dead-letter
+  exchange): where a message goes with the reason once it cannot be processed;
+- `<queue>.retry`, whose messages wait out a per-message TTL and are dead-lettered back into the
+  queue: the retry with backoff, without holding a consumer slot while waiting.
+
+A message is acknowledged only after the service's transaction commits. That transaction first
+writes the event id to the `inbox` table (per queue), so a redelivered or republished event finds
+its row and changes nothing. A malformed message (bad JSON, unknown type, missing fields) goes to
+the DLQ at once; a handler failure is retried `consumer_max_retries` times, the delay doubling,
+then dead-lettered. A database that cannot serve (is_transient) is no fault of the message: it
+is put back after a pause without counting as an attempt. Several instances share each queue
+(competing consumers); the inbox and the handlers' own locks make the results the same.
+"""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import aio_pika
+import asyncpg
+import orjson
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractRobustConnection,
+)
+from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic.alias_generators import to_camel
+
+from shopkit.db import is_transient
+from shopkit.events import EXCHANGE
+from shopkit.settings import ServiceSettings
+
+log = logging.getLogger("shopkit.consumer")
+
+DEAD_LETTER_EXCHANGE = "shop.dead-letter"
+RETRIES_HEADER = "x-retries"
+REASON_HEADER = "x-dead-letter-reason"
+
+
+class Malformed(Exception):
+    """The message can never be processed: straight to the dead-letter queue."""
+
+
+class _Envelope(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel)
+
+    id: UUID
+    type: str
+    occurred_at: datetime
+    source: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class IncomingEvent:
+    id: UUID
+    type: str
+    occurred_at: datetime
+    source: str
+    data: Any  # the handler's pydantic model of `data`
+    request_id: str | None
+
+
+Handler = Callable[[asyncpg.Connection, IncomingEvent], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class EventHandler:
+    data_model: type[BaseModel]
+    apply: Handler  # runs inside the transaction that also records the event in the inbox
+
+
+@dataclass(frozen=True)
+class Subscription:
+    queue: str
+    handlers: Mapping[str, EventHandler]  # event type (also the routing key) -> handler
+
+    @property
+    def dead_letters(self) -> str:
+        return f"{self.queue}.dlq"
+
+    @property
+    def retries(self) -> str:
+        return f"{self.queue}.retry"
+
+
+def parse(message: AbstractIncomingMessage, subscription: Subscription) -> IncomingEvent:
+    try:
+        envelope = _Envelope.model_validate(orjson.loads(message.body))
+    except (orjson.JSONDecodeError, ValidationError) as exc:
+        raise Malformed(f"not an event envelope: {exc}") from exc
+    handler = subscription.handlers.get(envelope.type)
+    if handler is None:
+        raise Malformed(f"unknown event type {envelope.type!r}")
+    try:
+        data = handler.data_model.model_validate(envelope.data)
+    except ValidationError as exc:
+        raise Malformed(f"bad {envelope.type} data: {exc}") from exc
+    request_id = (message.headers or {}).get("x-request-id")
+    return IncomingEvent(
+        envelope.id, envelope.type, envelope.occurred_at, envelope.source, data,
+        str(request_id) if request_id else None,
+    )
+
+
+async def declare_topology(channel: AbstractChannel, subscription: Subscription) -> None:
+    events = await channel.declare_exchange(EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
+    dead = await channel.declare_exchange(
+        DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
+    )
+    dlq = await channel.declare_queue(subscription.dead_letters, durable=True)
+    await dlq.bind(dead, routing_key=subscription.queue)
+    await channel.declare_queue(
+        subscription.retries,
+        durable=True,
+        arguments={
+            "x-dead-letter-exchange": "",  # the default exchange: straight back to the queue
+            "x-dead-letter-routing-key": subscription.queue,
+        },
+    )
+    queue = await channel.declare_queue(
+        subscription.queue,
+        durable=True,
+        arguments={
+            "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
+            "x-dead-letter-routing-key": subscription.queue,
+        },
+    )
+    for event_type in subscription.handlers:
+        await queue.bind(events, routing_key=event_type)
+
+
+class Consumer:
+    def __init__(
+        self, pool: asyncpg.Pool, settings: ServiceSettings, subscription: Subscription
+    ) -> None:
+        self._pool = pool
+        self._settings = settings
+        self._subscription = subscription
+        self._connection: AbstractRobustConnection | None = None
+        self._publisher: AbstractExchange | None = None
+
+    @property
+    def queue(self) -> str:
+        return self._subscription.queue
+
+    async def run(self) -> None:
+        """Connects (retrying until RabbitMQ answers) and consumes until cancelled; aio-pika's
+        robust connection restores the channel and the consumer after a broker restart."""
+        delay = 0.2
+        while self._connection is None:
+            try:
+                self._connection = await aio_pika.connect_robust(
+                    self._settings.rabbitmq_url.get_secret_value(),
+                    timeout=5,
+                    client_properties={"connection_name": f"{self.queue} consumer"},
+                )
+            except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as exc:
+                log.warning("consumer waiting for rabbitmq: %s", type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        try:
+            publishing = await self._connection.channel(publisher_confirms=True)
+            self._publisher = publishing.default_exchange
+            channel = await self._connection.channel()
+            await channel.set_qos(prefetch_count=self._settings.consumer_prefetch)
+            await declare_topology(channel, self._subscription)
+            queue = await channel.get_queue(self.queue)
+            await queue.consume(self._on_message)
+            log.info("consuming", extra={"queue": self.queue})
+            await asyncio.Future()  # until cancelled
+        finally:
+            await self._connection.close()
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        try:
+            event = parse(message, self._subscription)
+            await self._apply(event)
+        except Malformed as exc:
+            await self._dead_letter(message, str(exc))
+        except Exception as exc:
+            if is_transient(exc):
+                # Not the message's fault: put it back after a pause, no attempt counted.
+                log.warning("database unavailable; message put back", extra={"queue": self.queue})
+                await asyncio.sleep(self._settings.consumer_retry_delay_seconds)
+                await message.nack(requeue=True)
+                return
+            await self._retry_or_dead_letter(message, exc)
+        else:
+            await message.ack()
+
+    async def _apply(self, event: IncomingEvent) -> None:
+        handler = self._subscription.handlers[event.type]
+        async with self._pool.acquire() as conn, conn.transaction():
+            first_time = await conn.fetchval(
+                """
+                INSERT INTO inbox (consumer, event_id, event_type) VALUES ($1, $2, $3)
+                ON CONFLICT DO NOTHING RETURNING true
+                """,
+                self.queue, event.id, event.type,
+            )
+            if first_time:
+                await handler.apply(conn, event)
+
+    async def _retry_or_dead_letter(self, message: AbstractIncomingMessage, exc: Exception) -> None:
+        retries = int((message.headers or {}).get(RETRIES_HEADER, 0))
+        reason = f"{type(exc).__name__}: {exc}"
+        if retries >= self._settings.consumer_max_retries:
+            await self._dead_letter(message, f"failed {retries + 1} times; last: {reason}")
+            return
+        delay = self._settings.consumer_retry_delay_seconds * 2**retries
+        log.warning(
+            "event failed; retrying",
+            extra={"queue": self.queue, "retries": retries + 1, "reason": reason},
+        )
+        await self._republish(
+            message, self._subscription.retries, {RETRIES_HEADER: retries + 1},
+            expiration=delay,
+        )
+        await message.ack()
+
+    async def _dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
+        log.error("event dead-lettered", extra={"queue": self.queue, "reason": reason})
+        await self._republish(message, self._subscription.dead_letters, {REASON_HEADER: reason})
+        await message.ack()
+
+    async def _republish(
+        self,
+        message: AbstractIncomingMessage,
+        queue: str,
+        headers: dict[str, Any],
+        expiration: float | None = None,
+    ) -> None:
+        """A copy into `queue` (confirmed) before the original is acked: at least once."""
+        assert self._publisher is not None
+        copy = aio_pika.Message(
+            message.body,
+            headers={**(message.headers or {}), **headers},
+            content_type=message.content_type,
+            message_id=message.message_id,
+            type=message.type,
+            app_id=message.app_id,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            expiration=expiration,
+        )
+        await self._publisher.publish(copy, routing_key=queue)
+
+
+async def dead_letter_counts(url: str, queues: list[str]) -> dict[str, int]:
+    """How many messages wait in each queue's DLQ."""
+    connection = await aio_pika.connect(url)
+    try:
+        channel = await connection.channel()
+        counts = {}
+        for queue in queues:
+            declared = await channel.declare_queue(f"{queue}.dlq", durable=True, passive=True)
+            counts[f"{queue}.dlq"] = declared.declaration_result.message_count or 0
+        return counts
+    finally:
+        await connection.close()
+
+
+async def requeue_dead_letters(url: str, queue: str) -> int:
+    """Moves the messages now in `<queue>.dlq` back into `queue` with a fresh retry count.
+
+    Only as many as were there at the start: one that fails again comes back to the DLQ while
+    this runs, and must not be moved round and round.
+    """
+    connection = await aio_pika.connect(url)
+    moved = 0
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        dlq = await channel.declare_queue(f"{queue}.dlq", durable=True, passive=True)
+        waiting = dlq.declaration_result.message_count or 0
+        while moved < waiting and (message := await dlq.get(fail=False, no_ack=False)):
+            headers = {
+                k: v for k, v in (message.headers or {}).items()
+                if k not in (RETRIES_HEADER, REASON_HEADER, "x-death")
+            }
+            await channel.default_exchange.publish(
+                aio_pika.Message(
+                    message.body, headers=headers, content_type=message.content_type,
+                    message_id=message.message_id, type=message.type, app_id=message.app_id,
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                ),
+                routing_key=queue,
+            )
+            await message.ack()
+            moved += 1
+        return moved
+    finally:
+        with contextlib.suppress(Exception):
+            await connection.close()

@@ -1,0 +1,292 @@
+"""Tracking follows order events: in order, once, whatever the delivery does."""
+
+import asyncio
+import sys
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import aio_pika
+import aiohttp
+import asyncpg
+
+from shopkit.consumer import REASON_HEADER, RETRIES_HEADER, dead_letter_counts
+from tests.events import publish_event
+from tests.system import (
+    RABBITMQ_URL,
+    call,
+    create_address,
+    create_product,
+    eventually,
+    new_customer,
+    running_system,
+)
+
+QUEUE = "tracking.orders"
+
+
+async def _place(client: aiohttp.ClientSession, token: str, admin_token: str) -> dict:
+    address = await create_address(client, token)
+    product = await create_product(client, admin_token, stock=5)
+    status, body = await call(
+        client, "POST", "/api/orders", token,
+        {"addressId": address["id"], "items": [{"productId": product["id"], "quantity": 1}]},
+    )
+    assert status == 201, body
+    return body["data"]
+
+
+async def _tracking_when(client, token: str, order_id: str, done) -> dict:  # type: ignore[no-untyped-def]
+    async def check() -> dict | None:
+        status, body = await call(client, "GET", f"/api/orders/{order_id}/tracking", token)
+        return body["data"] if status == 200 and done(body["data"]) else None
+
+    return await eventually(check)
+
+
+async def test_tracking_appears_and_follows_every_status_change_in_order(
+    client: aiohttp.ClientSession, user_token: str, admin_token: str
+) -> None:
+    order = await _place(client, user_token, admin_token)
+    tracking = await _tracking_when(client, user_token, order["id"], lambda t: True)
+    assert tracking["status"] == "placed" and tracking["orderId"] == order["id"]
+    assert set(tracking) == {"orderId", "status", "carrier", "trackingNumber",
+                             "estimatedDelivery", "timeline"}
+    assert [(e["status"], e["note"]) for e in tracking["timeline"]] == [("placed", "Order placed")]
+
+    path = f"/api/admin/orders/{order['id']}/status"
+    steps = [("confirmed", None), ("shipped", "Parcel handed over"), ("out_for_delivery", None),
+             ("delivered", "Left with neighbour")]
+    for target, note in steps:
+        assert (await call(client, "POST", path, admin_token,
+                           {"status": target, "note": note}))[0] == 200
+    tracking = await _tracking_when(
+        client, user_token, order["id"], lambda t: t["status"] == "delivered"
+    )
+    assert [(e["status"], e["note"]) for e in tracking["timeline"]] == [
+        ("placed", "Order placed"), *steps
+    ]
+    times = [e["occurredAt"] for e in tracking["timeline"]]
+    assert times == sorted(times)
+
+
+async def test_a_checkpoint_shows_in_the_timeline(
+    client: aiohttp.ClientSession, user_token: str, admin_token: str
+) -> None:
+    order = await _place(client, user_token, admin_token)
+    await _tracking_when(client, user_token, order["id"], lambda t: True)
+    status, body = await call(
+        client, "POST", f"/api/admin/orders/{order['id']}/tracking", admin_token,
+        {"carrier": "DHL", "trackingNumber": "JD0142", "estimatedDelivery": "2026-12-24",
+         "checkpoint": {"location": "Leipzig hub", "note": "Sorted"}},
+    )
+    assert status == 200, body
+    tracking = body["data"]
+    assert (tracking["carrier"], tracking["trackingNumber"], tracking["estimatedDelivery"]) == (
+        "DHL", "JD0142", "2026-12-24"
+    )
+    assert tracking["timeline"][-1] | {"occurredAt": None} == {
+        "status": "placed", "note": "Sorted", "location": "Leipzig hub", "occurredAt": None
+    }
+    status, body = await call(
+        client, "POST", f"/api/admin/orders/{order['id']}/tracking", admin_token,
+        {"carrier": "UPS"},
+    )
+    assert body["data"]["carrier"] == "UPS" and body["data"]["trackingNumber"] == "JD0142"
+    status, body = await call(
+        client, "POST", f"/api/admin/orders/{order['id']}/tracking", admin_token, {}
+    )
+    assert status == 422
+
+
+async def test_tracking_is_the_owners_and_admins_only(
+    client: aiohttp.ClientSession, user_token: str, admin_token: str
+) -> None:
+    owner, _ = await new_customer(client)
+    order = await _place(client, owner, admin_token)
+    await _tracking_when(client, owner, order["id"], lambda t: True)
+    path = f"/api/orders/{order['id']}/tracking"
+    status, body = await call(client, "GET", path, user_token)
+    assert status == 404 and body["code"] == "not_found"
+    assert (await call(client, "GET", path, admin_token))[0] == 200
+    assert (await call(client, "GET", f"/api/orders/{uuid.uuid4()}/tracking", owner))[0] == 404
+    admin_path = f"/api/admin/orders/{order['id']}/tracking"
+    assert (await call(client, "POST", admin_path, owner, {"carrier": "X"}))[0] == 403
+    unknown = f"/api/admin/orders/{uuid.uuid4()}/tracking"
+    assert (await call(client, "POST", unknown, admin_token, {"carrier": "X"}))[0] == 404
+
+
+def _order_events(order_id: uuid.UUID, user_id: uuid.UUID) -> list[tuple[str, dict, datetime]]:
+    start = datetime.now(UTC)
+    steps = [("placed", 1), ("confirmed", 2), ("shipped", 3), ("in_transit", 4)]
+    events = [("order.created", {"orderId": str(order_id), "userId": str(user_id),
+                                 "status": "placed", "totalCents": 100, "items": [],
+                                 "version": 1}, start)]
+    for n, (status, version) in enumerate(steps[1:], start=1):
+        events.append(("order.status_changed", {
+            "orderId": str(order_id), "userId": str(user_id), "from": steps[n - 1][0],
+            "to": status, "note": f"step {version}", "version": version,
+        }, start + timedelta(seconds=n)))
+    return events
+
+
+async def _tracking_row(admin_db: asyncpg.Pool, order_id: uuid.UUID) -> tuple | None:
+    row = await admin_db.fetchrow(
+        "SELECT status, version FROM tracking.trackings WHERE order_id = $1", order_id
+    )
+    entries = await admin_db.fetch(
+        "SELECT status FROM tracking.timeline WHERE order_id = $1 ORDER BY occurred_at, id",
+        order_id,
+    )
+    return (row["status"], row["version"], [e["status"] for e in entries]) if row else None
+
+
+async def test_events_out_of_order_and_twice_end_in_the_right_state(
+    system, admin_db: asyncpg.Pool
+) -> None:
+    order_id, user_id = uuid.uuid4(), uuid.uuid4()
+    events = _order_events(order_id, user_id)
+    ids = [uuid.uuid4() for _ in events]
+    # Newest first, then everything again: duplicates and stale versions must change nothing.
+    for (event_type, data, at), event_id in reversed(list(zip(events, ids, strict=True))):
+        await publish_event(event_type, data, event_id=event_id, occurred_at=at)
+    for (event_type, data, at), event_id in zip(events, ids, strict=True):
+        await publish_event(event_type, data, event_id=event_id, occurred_at=at)
+
+    expected = ("in_transit", 4, ["placed", "confirmed", "shipped", "in_transit"])
+
+    async def settled() -> bool:
+        received = await admin_db.fetchval(
+            "SELECT count(*) FROM tracking.inbox WHERE event_id = ANY($1::uuid[])", ids
+        )
+        return received == len(ids) and await _tracking_row(admin_db, order_id) == expected
+
+    await eventually(settled)
+    # The second copies are in the queue behind the first: once the queue is empty, they have
+    # been processed too, and the state has not moved.
+    await eventually(lambda: _queue_empty(QUEUE))
+    assert await _tracking_row(admin_db, order_id) == expected
+
+
+async def _queue_depth(name: str) -> int:
+    connection = await aio_pika.connect(RABBITMQ_URL)
+    try:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(name, durable=True, passive=True)
+        return queue.declaration_result.message_count or 0
+    finally:
+        await connection.close()
+
+
+async def _queue_empty(name: str) -> bool:
+    return await _queue_depth(name) == 0
+
+
+async def _dead_letters() -> list[aio_pika.abc.AbstractIncomingMessage]:
+    """Takes every message now in the DLQ (so each test sees only its own)."""
+    connection = await aio_pika.connect(RABBITMQ_URL)
+    try:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(f"{QUEUE}.dlq", durable=True, passive=True)
+        taken = []
+        while (message := await queue.get(fail=False, no_ack=True)) is not None:
+            taken.append(message)
+        return taken
+    finally:
+        await connection.close()
+
+
+async def test_poison_goes_to_the_dlq_and_good_messages_still_flow(
+    system, admin_db: asyncpg.Pool
+) -> None:
+    await _dead_letters()
+    order_id, user_id = uuid.uuid4(), uuid.uuid4()
+    poison = [
+        ("order.created", None, b"{not json"),
+        ("order.created", None, b'{"id": "x", "type": "order.created"}'),
+        ("order.status_changed", {"orderId": "nope"}, None),
+    ]
+    for event_type, data, raw in poison:
+        await publish_event(event_type, data or {}, raw_body=raw)
+    # A valid envelope of a type tracking does not handle, on a key it listens to.
+    await publish_event("order.exploded", {}, raw_body=None)
+    created = _order_events(order_id, user_id)[0]
+    await publish_event(created[0], created[1])
+
+    await eventually(lambda: _tracking_row(admin_db, order_id))
+
+    async def three_dead() -> list:
+        return await _dead_letters_count() >= 3 and await _dead_letters()
+
+    dead = await eventually(three_dead)
+    reasons = [m.headers[REASON_HEADER] for m in dead]
+    assert len(dead) == 3, reasons
+    assert any("not an event envelope" in r for r in reasons)
+    assert any("bad order.status_changed data" in r for r in reasons)
+
+
+async def _dead_letters_count() -> int:
+    return (await dead_letter_counts(RABBITMQ_URL, [QUEUE]))[f"{QUEUE}.dlq"]
+
+
+async def test_a_failing_event_is_retried_with_backoff_then_dead_lettered(
+    system, admin_db: asyncpg.Pool
+) -> None:
+    await _dead_letters()
+    order_id, user_id = uuid.uuid4(), uuid.uuid4()
+    # Valid as an event, but Postgres refuses a NUL in text: a failure on every attempt.
+    await publish_event("order.status_changed", {
+        "orderId": str(order_id), "userId": str(user_id), "from": "placed", "to": "shipped",
+        "note": "bad\x00note", "version": 2,
+    })
+    settings = system.settings["tracking"]
+    dead = await eventually(_dead_letters, deadline_seconds=30)
+    assert len(dead) == 1
+    assert dead[0].headers[RETRIES_HEADER] == settings.consumer_max_retries
+    assert f"failed {settings.consumer_max_retries + 1} times" in dead[0].headers[REASON_HEADER]
+    assert await _tracking_row(admin_db, order_id) is None, "the failed attempts left nothing"
+
+
+async def test_the_dlq_command_counts_and_requeues(system, admin_db: asyncpg.Pool) -> None:
+    await _dead_letters()
+    for _ in range(2):
+        await publish_event("order.created", {}, raw_body=b"[]")
+    await eventually(lambda: _count_is(2))
+
+    code, output = await _dlq_command()
+    assert code == 0 and f"{QUEUE}.dlq: 2" in output
+    code, output = await _dlq_command("requeue")
+    assert code == 0 and "2 moved back" in output
+    # Still poison: back they come, after one more trip through the queue.
+    await eventually(lambda: _count_is(2))
+    await _dead_letters()
+
+
+async def _count_is(n: int) -> bool:
+    return await _dead_letters_count() == n
+
+
+async def _dlq_command(*args: str) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.tracking", "dlq", *args,
+        env={"RABBITMQ_URL": RABBITMQ_URL, "PATH": "/usr/bin:/bin"},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await process.communicate()
+    return process.returncode or 0, output.decode()
+
+
+async def test_two_instances_share_the_queue_and_give_the_same_results(
+    databases, system, admin_db: asyncpg.Pool
+) -> None:
+    orders = [(uuid.uuid4(), uuid.uuid4()) for _ in range(10)]
+    async with running_system(databases):
+        for order_id, user_id in orders:
+            for event_type, data, at in _order_events(order_id, user_id):
+                await publish_event(event_type, data, occurred_at=at)
+        expected = ("in_transit", 4, ["placed", "confirmed", "shipped", "in_transit"])
+
+        async def all_complete() -> bool:
+            rows = [await _tracking_row(admin_db, order_id) for order_id, _ in orders]
+            return all(row == expected for row in rows)
+
+        await eventually(all_complete, deadline_seconds=30)
