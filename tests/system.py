@@ -270,3 +270,16 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {deadline_seconds} s: {result!r}")
         await asyncio.sleep(interval)
+
+
+async def queue_settled(name: str) -> bool:
+    """No message of the queue left, neither waiting nor delivered and unacknowledged."""
+    rabbitmqctl = shutil.which("rabbitmqctl")
+    assert rabbitmqctl, "rabbitmqctl is needed to see a queue's unacknowledged messages"
+    process = await asyncio.create_subprocess_exec(
+        rabbitmqctl, "list_queues", "-p", TEST_VHOST, "-q", "--no-table-headers", "name",
+        "messages", stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )
+    output, _ = await process.communicate()
+    counts = dict(line.split() for line in output.decode().splitlines() if line.strip())
+    return counts.get(name) == "0"

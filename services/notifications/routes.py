@@ -1,5 +1,95 @@
 """HTTP endpoints of the notifications service."""
 
+import asyncio
+import uuid
+from datetime import datetime
+
+import orjson
 from aiohttp import web
+from aiohttp_sse import sse_response
+
+from services.notifications import queries
+from services.notifications.hub import Hub
+from services.notifications.views import notification_view
+from shopkit import errors
+from shopkit.app import POOL_KEY, SETTINGS_KEY, require_user
+from shopkit.pagination import page_of
+from shopkit.web import ok
 
 routes = web.RouteTableDef()
+HUB_KEY = web.AppKey("hub", Hub)
+
+
+def _unread_only(request: web.Request) -> bool:
+    raw = request.query.get("unread", "false").lower()
+    if raw not in ("true", "false"):
+        raise errors.ValidationFailed(details=[{"field": "unread", "message": "true or false"}])
+    return raw == "true"
+
+
+@routes.get("/api/notifications")
+async def list_notifications(request: web.Request) -> web.Response:
+    caller = require_user(request)
+    unread_only = _unread_only(request)
+    page = page_of(request)
+    after = page.after_key(datetime.fromisoformat, uuid.UUID)
+    async with request.app[POOL_KEY].acquire() as conn:
+        rows = await queries.page(conn, caller.user_id, unread_only, after, page.limit + 1)
+        unread = await queries.unread_count(conn, caller.user_id)
+    listing = page.answer(
+        rows, lambda r: [r["created_at"].isoformat(), str(r["id"])], notification_view
+    )
+    return ok({"items": listing["items"], "unreadCount": unread,
+               "nextCursor": listing["nextCursor"]})
+
+
+@routes.post("/api/notifications/read-all")
+async def read_all(request: web.Request) -> web.Response:
+    caller = require_user(request)
+    async with request.app[POOL_KEY].acquire() as conn:
+        return ok({"updated": await queries.mark_all_read(conn, caller.user_id)})
+
+
+@routes.post("/api/notifications/{notification_id}/read")
+async def read_one(request: web.Request) -> web.Response:
+    caller = require_user(request)
+    try:
+        notification_id = uuid.UUID(request.match_info["notification_id"])
+    except ValueError as exc:
+        raise errors.NotFound() from exc
+    async with request.app[POOL_KEY].acquire() as conn:
+        row = await queries.mark_read(conn, caller.user_id, notification_id)
+    if row is None:
+        raise errors.NotFound("No such notification.")
+    return ok(notification_view(row))
+
+
+@routes.get("/api/notifications/stream")
+async def stream(request: web.Request) -> web.StreamResponse:
+    """Server-Sent Events: one `notification` event per new notification while connected."""
+    caller = require_user(request)
+    assert caller.user_id
+    interval = request.app[SETTINGS_KEY].sse_ping_interval_seconds  # type: ignore[attr-defined]
+    # Subscribed before the response starts: whatever is created once the client has the
+    # headers reaches it.
+    async with request.app[HUB_KEY].subscribe(caller.user_id) as pushes, sse_response(
+        request, ping_interval=interval, headers={"X-Accel-Buffering": "no"}
+    ) as events:
+        closed = asyncio.ensure_future(events.wait())
+        try:
+            while True:
+                next_push = asyncio.ensure_future(pushes.get())
+                done, _ = await asyncio.wait(
+                    {next_push, closed}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if next_push not in done:
+                    next_push.cancel()
+                    break
+                notification = next_push.result()
+                await events.send(
+                    orjson.dumps(notification).decode(), id=notification["id"],
+                    event="notification",
+                )
+        finally:
+            closed.cancel()
+    return events

@@ -18,6 +18,7 @@ from tests.system import (
     create_product,
     eventually,
     new_customer,
+    queue_settled,
     running_system,
 )
 
@@ -161,24 +162,10 @@ async def test_events_out_of_order_and_twice_end_in_the_right_state(
         return received == len(ids) and await _tracking_row(admin_db, order_id) == expected
 
     await eventually(settled)
-    # The second copies are in the queue behind the first: once the queue is empty, they have
-    # been processed too, and the state has not moved.
-    await eventually(lambda: _queue_empty(QUEUE))
+    # Once the queue holds nothing, waiting or unacknowledged, the second copies have been
+    # processed too, and the state has not moved.
+    await eventually(lambda: queue_settled(QUEUE))
     assert await _tracking_row(admin_db, order_id) == expected
-
-
-async def _queue_depth(name: str) -> int:
-    connection = await aio_pika.connect(RABBITMQ_URL)
-    try:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(name, durable=True, passive=True)
-        return queue.declaration_result.message_count or 0
-    finally:
-        await connection.close()
-
-
-async def _queue_empty(name: str) -> bool:
-    return await _queue_depth(name) == 0
 
 
 async def _dead_letters() -> list[aio_pika.abc.AbstractIncomingMessage]:

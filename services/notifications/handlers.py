@@ -1,0 +1,71 @@
+"""Which events become notifications (consumed through the kit's Consumer)."""
+
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from services.notifications import domain, queries
+from services.notifications.views import notification_view
+from shopkit.consumer import EventHandler, IncomingEvent, Subscription
+
+QUEUE = "notifications.events"
+
+
+class _EventData(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, extra="ignore")
+
+
+class OrderStatusChanged(_EventData):
+    order_id: UUID
+    user_id: UUID
+    to: str = Field(min_length=1)
+    note: str | None = None
+
+
+class CheckpointData(_EventData):
+    location: str = Field(min_length=1)
+    note: str | None = None
+
+
+class TrackingUpdated(_EventData):
+    order_id: UUID
+    user_id: UUID
+    checkpoint: CheckpointData | None = None
+
+
+async def _notify(
+    conn: asyncpg.Connection, event: IncomingEvent, user_id: UUID, order_id: UUID,
+    message: domain.Message,
+) -> None:
+    row = await queries.add(conn, user_id, order_id, message, event.id)
+    if row is not None:
+        view: dict[str, Any] = notification_view(row).model_dump(mode="json", by_alias=True)
+        await queries.announce(conn, {"userId": str(user_id), "notification": view})
+
+
+async def on_status_changed(conn: asyncpg.Connection, event: IncomingEvent) -> None:
+    data: OrderStatusChanged = event.data
+    message = domain.status_message(data.order_id, data.to, data.note)
+    await _notify(conn, event, data.user_id, data.order_id, message)
+
+
+async def on_tracking_updated(conn: asyncpg.Connection, event: IncomingEvent) -> None:
+    """Only a checkpoint is news to the customer; carrier or date changes alone are not."""
+    data: TrackingUpdated = event.data
+    if data.checkpoint is not None:
+        message = domain.checkpoint_message(
+            data.order_id, data.checkpoint.location, data.checkpoint.note
+        )
+        await _notify(conn, event, data.user_id, data.order_id, message)
+
+
+SUBSCRIPTION = Subscription(
+    QUEUE,
+    {
+        "order.status_changed": EventHandler(OrderStatusChanged, on_status_changed),
+        "tracking.updated": EventHandler(TrackingUpdated, on_tracking_updated),
+    },
+)
