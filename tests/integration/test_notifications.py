@@ -211,3 +211,12 @@ async def test_every_instance_streams_what_any_instance_wrote(
     ])
     listed = (await _notifications(client, user_token, 4))["items"]
     assert len([n for n in listed if n["orderId"] == order["id"]]) == 4
+
+
+async def test_idle_streams_get_keep_alive_pings(databases, user_token: str) -> None:
+    async with running_system(
+        databases, notifications={"sse_ping_interval_seconds": 0.1}
+    ) as own, _stream(own.gateway_url, user_token) as response:
+        async with asyncio.timeout(10):
+            while not (await response.content.readline()).startswith(b":"):
+                pass

@@ -11,6 +11,7 @@ from tests.system import (
     call,
     create_address,
     create_product,
+    eventually,
     rabbitmq_stopped,
     running_system,
     wait_until_ready,
@@ -96,6 +97,13 @@ async def test_orders_are_taken_while_rabbitmq_is_down_and_their_events_follow(
     assert [(b["type"], b["data"]["version"]) for b in mine] == [
         ("order.created", 1), ("order.status_changed", 2),
     ]
+
+    # The consumers reconnected on their own: tracking caught up with both events.
+    async def tracking_caught_up() -> bool:
+        status, body = await call(client, "GET", f"/api/orders/{order_id}/tracking", user_token)
+        return status == 200 and body["data"]["status"] == "confirmed"
+
+    await eventually(tracking_caught_up, deadline_seconds=30)
 
 
 async def test_an_instance_dying_between_commit_and_publish_loses_no_event(
