@@ -51,6 +51,13 @@ class Malformed(Exception):
     """The message can never be processed: straight to the dead-letter queue."""
 
 
+class EventData(BaseModel):
+    """Base of the models of event `data`: camelCase fields, unknown ones ignored (a producer
+    may add fields without breaking its consumers)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, extra="ignore")
+
+
 class _Envelope(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel)
 

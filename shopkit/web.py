@@ -33,6 +33,14 @@ class ApiModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
 
 
+def path_id(request: web.Request, name: str) -> uuid.UUID:
+    """The UUID in the path; a malformed one names nothing that exists, so it is 404 too."""
+    try:
+        return uuid.UUID(request.match_info[name])
+    except ValueError as exc:
+        raise errors.NotFound() from exc
+
+
 def sane_request_id(candidate: str | None) -> str:
     """The client's request id when it is a sane token, a fresh one otherwise."""
     if candidate and _SANE_REQUEST_ID.match(candidate):

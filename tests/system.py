@@ -283,3 +283,18 @@ async def queue_settled(name: str) -> bool:
     output, _ = await process.communicate()
     counts = dict(line.split() for line in output.decode().splitlines() if line.strip())
     return counts.get(name) == "0"
+
+
+async def place_order(
+    client: aiohttp.ClientSession, token: str, admin_token: str, quantity: int = 1
+) -> dict[str, Any]:
+    """An order of a fresh product to a fresh address of the user's, through the gateway."""
+    address = await create_address(client, token)
+    product = await create_product(client, admin_token, stock=10)
+    status, body = await call(
+        client, "POST", "/api/orders", token,
+        {"addressId": address["id"], "items": [{"productId": product["id"], "quantity": quantity}]},
+        **{"X-Request-Id": f"place-{secrets.token_hex(4)}"},
+    )
+    assert status == 201, body
+    return body["data"]

@@ -18,7 +18,7 @@ from shopkit.events import Event
 from shopkit.identity import Identity, Role
 from shopkit.outbox import add_event
 from shopkit.pagination import page_of
-from shopkit.web import ApiModel, ok, read_model, request_id
+from shopkit.web import ApiModel, ok, path_id, read_model, request_id
 
 log = logging.getLogger("services.auth")
 
@@ -205,7 +205,7 @@ async def list_sessions(request: web.Request) -> web.Response:
 async def revoke_session(request: web.Request) -> web.Response:
     caller = require_user(request)
     assert caller.user_id
-    session_id = _uuid_or_404(request.match_info["session_id"])
+    session_id = path_id(request, "session_id")
     async with request.app[POOL_KEY].acquire() as conn, conn.transaction():
         if not await queries.delete_session(conn, caller.user_id, session_id):
             raise errors.NotFound("No such session.")
@@ -234,13 +234,6 @@ async def validate_token(request: web.Request) -> web.Response:
             "expiresAt": session["expires_at"].isoformat(),
         }
     )
-
-
-def _uuid_or_404(text: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(text)
-    except ValueError as exc:
-        raise errors.NotFound() from exc
 
 
 async def _announce_revoked(

@@ -4,33 +4,28 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
+from pydantic import Field
 
 from services.notifications import domain, queries
 from services.notifications.views import notification_view
-from shopkit.consumer import EventHandler, IncomingEvent, Subscription
+from shopkit.consumer import EventData, EventHandler, IncomingEvent, Subscription
 
 QUEUE = "notifications.events"
 
 
-class _EventData(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, extra="ignore")
-
-
-class OrderStatusChanged(_EventData):
+class OrderStatusChanged(EventData):
     order_id: UUID
     user_id: UUID
     to: str = Field(min_length=1)
     note: str | None = None
 
 
-class CheckpointData(_EventData):
+class CheckpointData(EventData):
     location: str = Field(min_length=1)
     note: str | None = None
 
 
-class TrackingUpdated(_EventData):
+class TrackingUpdated(EventData):
     order_id: UUID
     user_id: UUID
     checkpoint: CheckpointData | None = None

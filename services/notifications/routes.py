@@ -14,7 +14,7 @@ from services.notifications.views import notification_view
 from shopkit import errors
 from shopkit.app import POOL_KEY, SETTINGS_KEY, require_user
 from shopkit.pagination import page_of
-from shopkit.web import ok
+from shopkit.web import ok, path_id
 
 routes = web.RouteTableDef()
 HUB_KEY = web.AppKey("hub", Hub)
@@ -53,10 +53,7 @@ async def read_all(request: web.Request) -> web.Response:
 @routes.post("/api/notifications/{notification_id}/read")
 async def read_one(request: web.Request) -> web.Response:
     caller = require_user(request)
-    try:
-        notification_id = uuid.UUID(request.match_info["notification_id"])
-    except ValueError as exc:
-        raise errors.NotFound() from exc
+    notification_id = path_id(request, "notification_id")
     async with request.app[POOL_KEY].acquire() as conn:
         row = await queries.mark_read(conn, caller.user_id, notification_id)
     if row is None:

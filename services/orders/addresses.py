@@ -9,12 +9,11 @@ from asyncpg import Connection, Record
 from pydantic import Field, StringConstraints, field_validator
 
 from services.orders import queries
-from services.orders.common import uuid_or_404
 from services.orders.countries import ISO_3166_ALPHA_2
 from shopkit import errors
 from shopkit.app import POOL_KEY, require_user
 from shopkit.pagination import page_of
-from shopkit.web import ApiModel, ok, read_model
+from shopkit.web import ApiModel, ok, path_id, read_model
 
 routes = web.RouteTableDef()
 
@@ -102,7 +101,7 @@ async def create_address(request: web.Request) -> web.Response:
 @routes.get("/api/addresses/{address_id}")
 async def get_address(request: web.Request) -> web.Response:
     caller = require_user(request)
-    address_id = uuid_or_404(request.match_info["address_id"])
+    address_id = path_id(request, "address_id")
     async with request.app[POOL_KEY].acquire() as conn:
         row = await queries.address_of(conn, caller.user_id, address_id)
     if row is None:
@@ -115,7 +114,7 @@ async def replace_address(request: web.Request) -> web.Response:
     """Replaces the fields. `isDefault: true` moves the default here; `false` never leaves the
     user without one, so on the current default it changes nothing."""
     caller = require_user(request)
-    address_id = uuid_or_404(request.match_info["address_id"])
+    address_id = path_id(request, "address_id")
     body = await read_model(request, AddressIn)
     async with request.app[POOL_KEY].acquire() as conn, conn.transaction():
         await _lock_own(conn, caller.user_id, address_id)
@@ -128,7 +127,7 @@ async def replace_address(request: web.Request) -> web.Response:
 @routes.post("/api/addresses/{address_id}/default")
 async def make_default(request: web.Request) -> web.Response:
     caller = require_user(request)
-    address_id = uuid_or_404(request.match_info["address_id"])
+    address_id = path_id(request, "address_id")
     async with request.app[POOL_KEY].acquire() as conn, conn.transaction():
         await _lock_own(conn, caller.user_id, address_id)
         row = await queries.move_default(conn, caller.user_id, address_id)
@@ -138,7 +137,7 @@ async def make_default(request: web.Request) -> web.Response:
 @routes.delete("/api/addresses/{address_id}")
 async def delete_address(request: web.Request) -> web.Response:
     caller = require_user(request)
-    address_id = uuid_or_404(request.match_info["address_id"])
+    address_id = path_id(request, "address_id")
     async with request.app[POOL_KEY].acquire() as conn, conn.transaction():
         await queries.lock_addresses_of(conn, caller.user_id)
         was_default = await queries.delete_address(conn, caller.user_id, address_id)

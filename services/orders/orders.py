@@ -14,7 +14,6 @@ from pydantic import Field, StrictInt, StringConstraints, field_validator
 
 from services.orders import domain, queries
 from services.orders.addresses import address_view
-from services.orders.common import uuid_or_404
 from services.orders.domain import OrderStatus
 from shopkit import errors
 from shopkit.app import POOL_KEY, require_admin, require_user
@@ -22,7 +21,7 @@ from shopkit.events import Event
 from shopkit.identity import Identity, Role
 from shopkit.outbox import add_event
 from shopkit.pagination import Page, page_of
-from shopkit.web import ApiModel, ok, read_json, read_model, request_id, validate
+from shopkit.web import ApiModel, ok, path_id, read_json, read_model, request_id, validate
 
 routes = web.RouteTableDef()
 
@@ -163,7 +162,7 @@ async def list_all_orders(request: web.Request) -> web.Response:
 @routes.get("/api/orders/{order_id}")
 async def get_order(request: web.Request) -> web.Response:
     caller = require_user(request)
-    order_id = uuid_or_404(request.match_info["order_id"])
+    order_id = path_id(request, "order_id")
     async with request.app[POOL_KEY].acquire() as conn:
         return ok(await _visible_order(conn, caller, order_id))
 
@@ -272,14 +271,14 @@ async def _take_stock(conn: asyncpg.Connection, lines: list[LineIn]) -> list[dom
 @routes.post("/api/orders/{order_id}/cancel")
 async def cancel_order(request: web.Request) -> web.Response:
     caller = require_user(request)
-    order_id = uuid_or_404(request.match_info["order_id"])
+    order_id = path_id(request, "order_id")
     return await _change_status(request, caller, order_id, StatusChange(status="cancelled"))
 
 
 @routes.post("/api/admin/orders/{order_id}/status")
 async def set_order_status(request: web.Request) -> web.Response:
     caller = require_admin(request)
-    order_id = uuid_or_404(request.match_info["order_id"])
+    order_id = path_id(request, "order_id")
     body = await read_model(request, StatusChange)
     return await _change_status(request, caller, order_id, body)
 

@@ -8,11 +8,11 @@ from aiohttp import web
 from pydantic import Field, StrictInt, StringConstraints, model_validator
 
 from services.orders import queries
-from services.orders.common import Cents, Count, uuid_or_404
+from services.orders.common import Cents, Count
 from shopkit import errors
 from shopkit.app import POOL_KEY, require_admin
 from shopkit.pagination import page_of
-from shopkit.web import ApiModel, ok, read_model
+from shopkit.web import ApiModel, ok, path_id, read_model
 
 routes = web.RouteTableDef()
 
@@ -65,7 +65,7 @@ async def list_products(request: web.Request) -> web.Response:
 
 @routes.get("/api/products/{product_id}")
 async def get_product(request: web.Request) -> web.Response:
-    product_id = uuid_or_404(request.match_info["product_id"])
+    product_id = path_id(request, "product_id")
     async with request.app[POOL_KEY].acquire() as conn:
         row = await queries.product(conn, product_id)
     if row is None:
@@ -90,7 +90,7 @@ async def create_product(request: web.Request) -> web.Response:
 @routes.patch("/api/admin/products/{product_id}")
 async def change_product(request: web.Request) -> web.Response:
     require_admin(request)
-    product_id = uuid_or_404(request.match_info["product_id"])
+    product_id = path_id(request, "product_id")
     body = await read_model(request, ProductChange)
     async with request.app[POOL_KEY].acquire() as conn:
         row = await queries.update_product(conn, product_id, body.name, body.price_cents)
@@ -102,7 +102,7 @@ async def change_product(request: web.Request) -> web.Response:
 @routes.post("/api/admin/products/{product_id}/stock")
 async def adjust_stock(request: web.Request) -> web.Response:
     require_admin(request)
-    product_id = uuid_or_404(request.match_info["product_id"])
+    product_id = path_id(request, "product_id")
     body = await read_model(request, StockChange)
     async with request.app[POOL_KEY].acquire() as conn:
         row = await queries.adjust_stock(conn, product_id, body.delta)

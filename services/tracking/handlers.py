@@ -3,27 +3,22 @@
 from uuid import UUID
 
 import asyncpg
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
+from pydantic import Field
 
 from services.tracking import queries
-from shopkit.consumer import EventHandler, IncomingEvent, Subscription
+from shopkit.consumer import EventData, EventHandler, IncomingEvent, Subscription
 
 QUEUE = "tracking.orders"
 
 
-class _EventData(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, extra="ignore")
-
-
-class OrderCreated(_EventData):
+class OrderCreated(EventData):
     order_id: UUID
     user_id: UUID
     status: str = Field(min_length=1)
     version: int = Field(ge=1)
 
 
-class OrderStatusChanged(_EventData):
+class OrderStatusChanged(EventData):
     order_id: UUID
     user_id: UUID
     to: str = Field(min_length=1)

@@ -14,7 +14,7 @@ from shopkit.app import POOL_KEY, require_admin, require_user
 from shopkit.events import Event
 from shopkit.identity import Identity, Role
 from shopkit.outbox import add_event
-from shopkit.web import ApiModel, ok, read_model, request_id
+from shopkit.web import ApiModel, ok, path_id, read_model, request_id
 
 routes = web.RouteTableDef()
 
@@ -58,13 +58,6 @@ class Tracking(ApiModel):
     timeline: list[TimelineEntry]
 
 
-def _order_id(request: web.Request) -> uuid.UUID:
-    try:
-        return uuid.UUID(request.match_info["order_id"])
-    except ValueError as exc:
-        raise errors.NotFound() from exc
-
-
 async def _visible(conn: asyncpg.Connection, caller: Identity, order_id: uuid.UUID) -> Tracking:
     """The owner's or an admin's; 404 for anyone else, and until the tracking exists."""
     row = await queries.tracking(conn, order_id)
@@ -81,13 +74,13 @@ async def _visible(conn: asyncpg.Connection, caller: Identity, order_id: uuid.UU
 async def get_tracking(request: web.Request) -> web.Response:
     caller = require_user(request)
     async with request.app[POOL_KEY].acquire() as conn:
-        return ok(await _visible(conn, caller, _order_id(request)))
+        return ok(await _visible(conn, caller, path_id(request, "order_id")))
 
 
 @routes.post("/api/admin/orders/{order_id}/tracking")
 async def update_tracking(request: web.Request) -> web.Response:
     caller = require_admin(request)
-    order_id = _order_id(request)
+    order_id = path_id(request, "order_id")
     body = await read_model(request, TrackingChange)
     async with request.app[POOL_KEY].acquire() as conn:
         async with conn.transaction():

@@ -13,24 +13,12 @@ import orjson
 from tests.events import publish_event
 from tests.system import (
     call,
-    create_address,
-    create_product,
     eventually,
     new_customer,
+    place_order,
     queue_settled,
     running_system,
 )
-
-
-async def _place(client: aiohttp.ClientSession, token: str, admin_token: str) -> dict:
-    address = await create_address(client, token)
-    product = await create_product(client, admin_token, stock=5)
-    status, body = await call(
-        client, "POST", "/api/orders", token,
-        {"addressId": address["id"], "items": [{"productId": product["id"], "quantity": 1}]},
-    )
-    assert status == 201, body
-    return body["data"]
 
 
 async def _notifications(
@@ -47,7 +35,7 @@ async def _notifications(
 async def test_status_changes_and_checkpoints_notify_the_customer_once(
     client: aiohttp.ClientSession, user_token: str, admin_token: str
 ) -> None:
-    order = await _place(client, user_token, admin_token)
+    order = await place_order(client, user_token, admin_token)
     path = f"/api/admin/orders/{order['id']}/status"
     assert (await call(client, "POST", path, admin_token, {"status": "confirmed"}))[0] == 200
     assert (await call(client, "POST", path, admin_token,
@@ -100,7 +88,7 @@ async def test_the_same_event_twice_makes_one_notification(
 async def test_reading_listing_and_paging(
     client: aiohttp.ClientSession, user_token: str, admin_token: str
 ) -> None:
-    order = await _place(client, user_token, admin_token)
+    order = await place_order(client, user_token, admin_token)
     path = f"/api/admin/orders/{order['id']}/status"
     for target in ("confirmed", "shipped", "in_transit"):
         assert (await call(client, "POST", path, admin_token, {"status": target}))[0] == 200
@@ -135,7 +123,7 @@ async def test_another_users_notifications_are_404_and_invisible(
     client: aiohttp.ClientSession, user_token: str, admin_token: str
 ) -> None:
     owner, _ = await new_customer(client)
-    order = await _place(client, owner, admin_token)
+    order = await place_order(client, owner, admin_token)
     path = f"/api/admin/orders/{order['id']}/status"
     assert (await call(client, "POST", path, admin_token, {"status": "confirmed"}))[0] == 200
     theirs = (await _notifications(client, owner, 1))["items"][0]
@@ -179,7 +167,7 @@ async def _next_sse_event(response: aiohttp.ClientResponse) -> dict[str, str]:
 async def test_the_stream_pushes_new_notifications_through_the_gateway(
     system, client: aiohttp.ClientSession, user_token: str, admin_token: str
 ) -> None:
-    order = await _place(client, user_token, admin_token)
+    order = await place_order(client, user_token, admin_token)
     async with _stream(system.gateway_url, user_token) as response:
         status, _ = await call(client, "POST", f"/api/admin/orders/{order['id']}/status",
                                admin_token, {"status": "confirmed"})
@@ -197,7 +185,7 @@ async def test_every_instance_streams_what_any_instance_wrote(
 ) -> None:
     """A stream held by a second notifications instance gets a notification written by
     whichever instance consumed the event, and the notifications are made once."""
-    order = await _place(client, user_token, admin_token)
+    order = await place_order(client, user_token, admin_token)
     async with running_system(databases) as second, _stream(second.gateway_url,
                                                             user_token) as response:
         path = f"/api/admin/orders/{order['id']}/status"

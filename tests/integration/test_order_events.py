@@ -1,6 +1,5 @@
 """Order events on `shop.events`: committed with the change, published whatever happens."""
 
-import uuid
 
 import aiohttp
 import asyncpg
@@ -12,24 +11,11 @@ from tests.system import (
     create_address,
     create_product,
     eventually,
+    place_order,
     rabbitmq_stopped,
     running_system,
     wait_until_ready,
 )
-
-
-async def _place(
-    client: aiohttp.ClientSession, token: str, admin_token: str, quantity: int = 1
-) -> dict:
-    address = await create_address(client, token)
-    product = await create_product(client, admin_token, stock=10)
-    status, body = await call(
-        client, "POST", "/api/orders", token,
-        {"addressId": address["id"], "items": [{"productId": product["id"], "quantity": quantity}]},
-        **{"X-Request-Id": f"place-{uuid.uuid4().hex[:8]}"},
-    )
-    assert status == 201, body
-    return body["data"]
 
 
 def _of_order(order_id: str, count: int):  # type: ignore[no-untyped-def]
@@ -41,7 +27,7 @@ async def test_order_events_carry_the_envelope_and_consecutive_versions(
 ) -> None:
     await wait_until_ready(client)
     async with watch_events("order.*") as events:
-        order = await _place(client, user_token, admin_token, quantity=2)
+        order = await place_order(client, user_token, admin_token, quantity=2)
         path = f"/api/admin/orders/{order['id']}/status"
         for target in ("confirmed", "shipped", "delivered"):
             status, _ = await call(client, "POST", path, admin_token,

@@ -14,26 +14,14 @@ from tests.events import publish_event
 from tests.system import (
     RABBITMQ_URL,
     call,
-    create_address,
-    create_product,
     eventually,
     new_customer,
+    place_order,
     queue_settled,
     running_system,
 )
 
 QUEUE = "tracking.orders"
-
-
-async def _place(client: aiohttp.ClientSession, token: str, admin_token: str) -> dict:
-    address = await create_address(client, token)
-    product = await create_product(client, admin_token, stock=5)
-    status, body = await call(
-        client, "POST", "/api/orders", token,
-        {"addressId": address["id"], "items": [{"productId": product["id"], "quantity": 1}]},
-    )
-    assert status == 201, body
-    return body["data"]
 
 
 async def _tracking_when(client, token: str, order_id: str, done) -> dict:  # type: ignore[no-untyped-def]
@@ -47,7 +35,7 @@ async def _tracking_when(client, token: str, order_id: str, done) -> dict:  # ty
 async def test_tracking_appears_and_follows_every_status_change_in_order(
     client: aiohttp.ClientSession, user_token: str, admin_token: str
 ) -> None:
-    order = await _place(client, user_token, admin_token)
+    order = await place_order(client, user_token, admin_token)
     tracking = await _tracking_when(client, user_token, order["id"], lambda t: True)
     assert tracking["status"] == "placed" and tracking["orderId"] == order["id"]
     assert set(tracking) == {"orderId", "status", "carrier", "trackingNumber",
@@ -73,7 +61,7 @@ async def test_tracking_appears_and_follows_every_status_change_in_order(
 async def test_a_checkpoint_shows_in_the_timeline(
     client: aiohttp.ClientSession, user_token: str, admin_token: str
 ) -> None:
-    order = await _place(client, user_token, admin_token)
+    order = await place_order(client, user_token, admin_token)
     await _tracking_when(client, user_token, order["id"], lambda t: True)
     status, body = await call(
         client, "POST", f"/api/admin/orders/{order['id']}/tracking", admin_token,
@@ -103,7 +91,7 @@ async def test_tracking_is_the_owners_and_admins_only(
     client: aiohttp.ClientSession, user_token: str, admin_token: str
 ) -> None:
     owner, _ = await new_customer(client)
-    order = await _place(client, owner, admin_token)
+    order = await place_order(client, owner, admin_token)
     await _tracking_when(client, owner, order["id"], lambda t: True)
     path = f"/api/orders/{order['id']}/tracking"
     status, body = await call(client, "GET", path, user_token)
