@@ -298,3 +298,31 @@ async def place_order(
     )
     assert status == 201, body
     return body["data"]
+
+
+def _cluster_version() -> str:
+    clusters = sorted(os.listdir("/etc/postgresql")) if os.path.isdir("/etc/postgresql") else []
+    assert clusters and shutil.which("pg_ctlcluster"), "needs the local Debian Postgres cluster"
+    return clusters[-1]
+
+
+async def _pg_ctlcluster(action: str) -> None:
+    process = await asyncio.create_subprocess_exec(
+        "pg_ctlcluster", "--skip-systemctl-redirect", _cluster_version(), "main", action,
+        *(["-m", "fast"] if action == "stop" else []),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    assert await process.wait() == 0, f"pg_ctlcluster {action} failed"
+
+
+@asynccontextmanager
+async def postgres_stopped(*pools: Any) -> AsyncIterator[None]:
+    """The local Postgres cluster stopped for the block, always started again after it; the
+    test's own pools drop the connections the stop broke."""
+    await _pg_ctlcluster("stop")
+    try:
+        yield
+    finally:
+        await _pg_ctlcluster("start")
+        for pool in pools:
+            await pool.expire_connections()
