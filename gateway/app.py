@@ -18,13 +18,14 @@ from gateway.upstream import (
 from shopkit import errors
 from shopkit.app import MAX_BODY_BYTES, live
 from shopkit.identity import Identity, Role
+from shopkit.metrics import METRICS_PATH, ROUTE_LABEL_KEY, add_metrics
 from shopkit.web import base_middlewares, dumps, request_id
 
 READINESS_TIMEOUT_SECONDS = 2.0
 
 
 # Answered by the gateway itself, for GET only; other methods must not reach the proxy.
-LOCAL_PATHS = frozenset({"/api/ping", "/health/live", "/health/ready"})
+LOCAL_PATHS = frozenset({"/api/ping", "/health/live", "/health/ready", METRICS_PATH})
 
 
 async def proxy(request: web.Request) -> web.StreamResponse:
@@ -33,6 +34,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     route = match_route(request.rel_url.raw_path)
     if route is None:
         raise errors.NotFound()
+    request[ROUTE_LABEL_KEY] = route.pattern.pattern
     if (request.content_length or 0) > MAX_BODY_BYTES:
         raise errors.PayloadTooLarge()
     address = client_address(request, request.app[SETTINGS_KEY])
@@ -98,11 +100,12 @@ async def _http_client(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: GatewaySettings) -> web.Application:
-    app = web.Application(middlewares=base_middlewares(), client_max_size=MAX_BODY_BYTES)
+    app = web.Application(middlewares=base_middlewares("gateway"), client_max_size=MAX_BODY_BYTES)
     app[SETTINGS_KEY] = settings
     app.cleanup_ctx.append(_http_client)
     app.router.add_get("/health/live", live)
     app.router.add_get("/health/ready", live)
     app.router.add_get("/api/ping", ping)
+    add_metrics(app)
     app.router.add_route("*", "/{path:.*}", proxy)
     return app

@@ -13,6 +13,14 @@ from shopkit import db, errors
 from shopkit.broker import Broker
 from shopkit.consumer import Consumer, Subscription
 from shopkit.identity import IDENTITY_HEADER, Identity, InvalidIdentity, Role, verify_identity
+from shopkit.metrics import (
+    METRICS_PATH,
+    OUTBOX_BACKLOG,
+    OUTBOX_OLDEST_AGE,
+    POOL_CONNECTIONS,
+    Refresh,
+    add_metrics,
+)
 from shopkit.migrations import MigrationSet, apply_migrations
 from shopkit.outbox import OutboxRelay, prune_published
 from shopkit.settings import ServiceSettings
@@ -27,8 +35,9 @@ BROKER_KEY = web.AppKey("broker", Broker)
 IDENTITY_KEY = web.RequestKey("identity", Identity)
 NOT_FROM_GATEWAY = "This service only answers requests that come through the gateway."
 
-# Paths answered without a gateway identity: probes come from orchestrators, not through it.
-UNGUARDED_PREFIX = "/health/"
+# Paths answered without a gateway identity: probes and scrapes come from the operator's
+# tooling, not through the gateway.
+UNGUARDED_PATHS = ("/health/", METRICS_PATH)
 
 
 def identity_middleware(settings: ServiceSettings) -> Callable[..., object]:
@@ -36,7 +45,7 @@ def identity_middleware(settings: ServiceSettings) -> Callable[..., object]:
 
     @web.middleware
     async def check_identity(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not request.path.startswith(UNGUARDED_PREFIX):
+        if not request.path.startswith(UNGUARDED_PATHS):
             try:
                 request[IDENTITY_KEY] = verify_identity(
                     request.headers.get(IDENTITY_HEADER),
@@ -156,7 +165,7 @@ def service_app(
     subscriptions: Sequence[Subscription] = (),
 ) -> web.Application:
     app = web.Application(
-        middlewares=[*base_middlewares(), identity_middleware(settings)],
+        middlewares=[*base_middlewares(name), identity_middleware(settings)],
         client_max_size=MAX_BODY_BYTES,
     )
     app[SETTINGS_KEY] = settings
@@ -167,5 +176,35 @@ def service_app(
         app.cleanup_ctx.append(_consumer(subscription))
     app.router.add_get("/health/live", live)
     app.router.add_get("/health/ready", ready)
+    add_metrics(app, _pool_gauges(name), _outbox_gauges(name))
     app.add_routes(routes)
     return app
+
+
+def _pool_gauges(component: str) -> Refresh:
+    async def refresh(app: web.Application) -> None:
+        pool = app[POOL_KEY]
+        in_use = pool.get_size() - pool.get_idle_size()
+        POOL_CONNECTIONS.labels(component, "in_use").set(in_use)
+        POOL_CONNECTIONS.labels(component, "idle").set(pool.get_idle_size())
+
+    return refresh
+
+
+def _outbox_gauges(component: str) -> Refresh:
+    async def refresh(app: web.Application) -> None:
+        try:
+            async with asyncio.timeout(2):
+                row = await app[POOL_KEY].fetchrow(
+                    """
+                    SELECT count(*) AS backlog,
+                           coalesce(extract(epoch FROM now() - min(created_at)), 0) AS age
+                    FROM outbox WHERE published_at IS NULL
+                    """
+                )
+        except db.DATABASE_ERRORS:
+            return  # the scrape still answers; these two gauges keep their last values
+        OUTBOX_BACKLOG.labels(component).set(row["backlog"])
+        OUTBOX_OLDEST_AGE.labels(component).set(float(row["age"]))
+
+    return refresh

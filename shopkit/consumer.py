@@ -38,6 +38,7 @@ from pydantic.alias_generators import to_camel
 
 from shopkit.db import is_transient
 from shopkit.events import EXCHANGE
+from shopkit.metrics import EVENTS_CONSUMED, EVENTS_DEAD_LETTERED, EVENTS_RETRIED
 from shopkit.settings import ServiceSettings
 
 log = logging.getLogger("shopkit.consumer")
@@ -205,6 +206,7 @@ class Consumer:
             await self._retry_or_dead_letter(message, exc)
         else:
             await message.ack()
+            EVENTS_CONSUMED.labels(self.queue).inc()
 
     async def _apply(self, event: IncomingEvent) -> None:
         handler = self._subscription.handlers[event.type]
@@ -235,11 +237,13 @@ class Consumer:
             expiration=delay,
         )
         await message.ack()
+        EVENTS_RETRIED.labels(self.queue).inc()
 
     async def _dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
         log.error("event dead-lettered", extra={"queue": self.queue, "reason": reason})
         await self._republish(message, self._subscription.dead_letters, {REASON_HEADER: reason})
         await message.ack()
+        EVENTS_DEAD_LETTERED.labels(self.queue).inc()
 
     async def _republish(
         self,

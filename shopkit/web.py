@@ -15,6 +15,7 @@ from pydantic.alias_generators import to_camel
 from shopkit import errors
 from shopkit.db import is_transient
 from shopkit.logs import request_id_var
+from shopkit.metrics import request_metrics
 
 log = logging.getLogger("shopkit.http")
 access_log = logging.getLogger("shopkit.access")
@@ -203,5 +204,6 @@ def _unexpected(exc: Exception) -> errors.ApiError:
     return errors.ApiError()
 
 
-def base_middlewares() -> list[Callable[..., Awaitable[web.StreamResponse]]]:
-    return [request_context_middleware, error_middleware]
+def base_middlewares(component: str) -> list[Callable[..., Awaitable[web.StreamResponse]]]:
+    """Request id and access log, then metrics (seeing the final status), then errors."""
+    return [request_context_middleware, request_metrics(component), error_middleware]

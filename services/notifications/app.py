@@ -10,6 +10,7 @@ from services.notifications.hub import Hub
 from services.notifications.routes import HUB_KEY, routes
 from services.notifications.settings import NotificationsSettings
 from shopkit.app import SETTINGS_KEY, service_app
+from shopkit.metrics import REFRESH_KEY, SSE_CONNECTIONS
 from shopkit.migrations import service_migrations
 from shopkit.tasks import background
 
@@ -19,7 +20,12 @@ MIGRATIONS = service_migrations(NAME, Path(__file__).parent / "migrations")
 
 async def _hub(app: web.Application) -> AsyncIterator[None]:
     app[HUB_KEY] = Hub(app[SETTINGS_KEY])
+    app[REFRESH_KEY].append(_stream_gauge)
     yield
+
+
+async def _stream_gauge(app: web.Application) -> None:
+    SSE_CONNECTIONS.labels(NAME).set(app[HUB_KEY].connected)
 
 
 async def _listen(app: web.Application) -> None:

@@ -1,0 +1,84 @@
+"""Prometheus metrics of every component, served at `GET /metrics`.
+
+The metric objects are process-wide (prometheus-client's registry is), labelled by component;
+gauges that describe the moment (pool usage, outbox backlog, open streams) are read from the
+app when scraped, so they cost nothing between scrapes.
+"""
+
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+REQUESTS = Counter(
+    "shop_http_requests_total", "HTTP requests answered", ["component", "route", "method", "status"]
+)
+LATENCY = Histogram(
+    "shop_http_request_duration_seconds",
+    "Time to answer an HTTP request",
+    ["component", "route", "method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+POOL_CONNECTIONS = Gauge(
+    "shop_db_pool_connections", "Database pool connections", ["component", "state"]
+)
+OUTBOX_BACKLOG = Gauge("shop_outbox_backlog", "Outbox rows not yet published", ["component"])
+OUTBOX_OLDEST_AGE = Gauge(
+    "shop_outbox_oldest_age_seconds", "Age of the oldest unpublished outbox row", ["component"]
+)
+EVENTS_CONSUMED = Counter("shop_events_consumed_total", "Events applied or skipped", ["queue"])
+EVENTS_RETRIED = Counter("shop_events_retried_total", "Events sent for another try", ["queue"])
+EVENTS_DEAD_LETTERED = Counter(
+    "shop_events_dead_lettered_total", "Events sent to the dead-letter queue", ["queue"]
+)
+SSE_CONNECTIONS = Gauge("shop_sse_connections", "Open notification streams", ["component"])
+
+METRICS_PATH = "/metrics"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Refresh = Callable[[web.Application], Awaitable[None]]
+REFRESH_KEY = web.AppKey("metrics_refresh", list)
+
+
+def _route_label(request: web.Request) -> str:
+    """The route's template (`/api/orders/{order_id}`), never the raw path: ids in labels
+    would make a new time series per order."""
+    route = request.match_info.route
+    resource = route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+def request_metrics(component: str) -> Callable[..., Awaitable[web.StreamResponse]]:
+    @web.middleware
+    async def measure(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        finally:
+            route = request.get(ROUTE_LABEL_KEY) or _route_label(request)
+            REQUESTS.labels(component, route, request.method, str(status)).inc()
+            LATENCY.labels(component, route, request.method).observe(
+                time.perf_counter() - started
+            )
+
+    return measure
+
+
+# A handler that serves many paths (the gateway's proxy) names the route it matched here.
+ROUTE_LABEL_KEY = web.RequestKey("metrics_route", str)
+
+
+def add_metrics(app: web.Application, *refreshers: Refresh) -> None:
+    """Serves /metrics; each refresher updates its gauges from the app before a scrape."""
+    app[REFRESH_KEY] = list(refreshers)
+    app.router.add_get(METRICS_PATH, _scrape)
+
+
+async def _scrape(request: web.Request) -> web.Response:
+    for refresh in request.app[REFRESH_KEY]:
+        await refresh(request.app)
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
