@@ -3,6 +3,7 @@
 import contextvars
 import logging
 import sys
+from typing import TextIO
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -17,8 +18,8 @@ class _RequestIdFilter(logging.Filter):
         return True
 
 
-def configure_logging(component: str, level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stdout)
+def json_handler(component: str, stream: TextIO = sys.stdout) -> logging.Handler:
+    handler = logging.StreamHandler(stream)
     handler.addFilter(_RequestIdFilter())
     handler.setFormatter(
         JsonFormatter(
@@ -28,8 +29,12 @@ def configure_logging(component: str, level: str = "INFO") -> None:
             timestamp="time",
         )
     )
+    return handler
+
+
+def configure_logging(component: str, level: str = "INFO") -> None:
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [json_handler(component)]
     root.setLevel(level.upper())
     # aio-pika and aiormq narrate every reconnect attempt at INFO; our own lines say what matters.
     logging.getLogger("aiormq").setLevel(logging.WARNING)
