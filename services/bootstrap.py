@@ -1,5 +1,6 @@
-"""`python -m services.bootstrap`: creates the database, each service's role and schema, and
-applies every service's migrations. Reads ADMIN_DATABASE_URL and <SERVICE>_DATABASE_URL."""
+"""`python -m services.bootstrap`: creates the database, each service's role and schema,
+applies every service's migrations, and declares every consumer's queues in RabbitMQ.
+Reads ADMIN_DATABASE_URL, <SERVICE>_DATABASE_URL and RABBITMQ_URL."""
 
 import asyncio
 import sys
@@ -9,10 +10,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.auth.app import MIGRATIONS as AUTH_MIGRATIONS
 from services.notifications.app import MIGRATIONS as NOTIFICATIONS_MIGRATIONS
+from services.notifications.handlers import SUBSCRIPTION as NOTIFICATIONS_SUBSCRIPTION
 from services.orders.app import MIGRATIONS as ORDERS_MIGRATIONS
 from services.tracking.app import MIGRATIONS as TRACKING_MIGRATIONS
+from services.tracking.handlers import SUBSCRIPTION as TRACKING_SUBSCRIPTION
 from shopkit.bootstrap import ServiceDatabase, bootstrap
+from shopkit.consumer import declare_all
 from shopkit.logs import configure_logging
+
+SUBSCRIPTIONS = [TRACKING_SUBSCRIPTION, NOTIFICATIONS_SUBSCRIPTION]
 
 
 class BootstrapSettings(BaseSettings):
@@ -23,6 +29,7 @@ class BootstrapSettings(BaseSettings):
     orders_database_url: SecretStr
     tracking_database_url: SecretStr
     notifications_database_url: SecretStr
+    rabbitmq_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
 
     def services(self) -> list[ServiceDatabase]:
         return [
@@ -45,7 +52,8 @@ def main() -> int:
     configure_logging("bootstrap")
     settings = BootstrapSettings()
     asyncio.run(bootstrap(settings.admin_database_url.get_secret_value(), settings.services()))
-    print("database ready: roles, schemas and migrations in place")
+    asyncio.run(declare_all(settings.rabbitmq_url.get_secret_value(), SUBSCRIPTIONS))
+    print("ready: database roles, schemas and migrations; event queues")
     return 0
 
 

@@ -32,6 +32,7 @@ MAX_BODY_BYTES = 1024 * 1024
 SETTINGS_KEY = web.AppKey("settings", ServiceSettings)
 POOL_KEY = web.AppKey("pool", asyncpg.Pool)
 BROKER_KEY = web.AppKey("broker", Broker)
+CONSUMERS_KEY = web.AppKey("consumers", list)
 IDENTITY_KEY = web.RequestKey("identity", Identity)
 NOT_FROM_GATEWAY = "This service only answers requests that come through the gateway."
 
@@ -128,7 +129,9 @@ def _consumer(subscription: Subscription) -> Callable[[web.Application], AsyncIt
     and not yet acknowledged are redelivered (to this queue's other consumers, or later)."""
 
     async def run(app: web.Application) -> None:
-        await Consumer(app[POOL_KEY], app[SETTINGS_KEY], subscription).run()
+        consumer = Consumer(app[POOL_KEY], app[SETTINGS_KEY], subscription)
+        app[CONSUMERS_KEY].append(consumer)
+        await consumer.run()
 
     return background(f"{subscription.queue}-consumer", run)
 
@@ -142,6 +145,8 @@ async def ready(request: web.Request) -> web.Response:
         "postgres": await _postgres_check(request.app[POOL_KEY]),
         "rabbitmq": "ok" if request.app[BROKER_KEY].is_ready else "down",
     }
+    for consumer in request.app[CONSUMERS_KEY]:
+        checks[f"consumer {consumer.queue}"] = "ok" if consumer.is_consuming else "down"
     if all(state == "ok" for state in checks.values()):
         return ok({"status": "ok", "checks": checks})
     down = ", ".join(name for name, state in checks.items() if state != "ok")
@@ -169,6 +174,7 @@ def service_app(
         client_max_size=MAX_BODY_BYTES,
     )
     app[SETTINGS_KEY] = settings
+    app[CONSUMERS_KEY] = []
     app.cleanup_ctx.append(_database(name, migrations))
     app.cleanup_ctx.append(_broker(name))
     app.cleanup_ctx.extend(_outbox_relay(name))

@@ -148,6 +148,18 @@ async def declare_topology(channel: AbstractChannel, subscription: Subscription)
         await queue.bind(events, routing_key=event_type)
 
 
+async def declare_all(url: str, subscriptions: list[Subscription]) -> None:
+    """Declares every consumer's queues and bindings up front, at deployment: an event
+    published before its consumer first ran still has a queue to wait in."""
+    connection = await aio_pika.connect(url)
+    try:
+        channel = await connection.channel()
+        for subscription in subscriptions:
+            await declare_topology(channel, subscription)
+    finally:
+        await connection.close()
+
+
 class Consumer:
     def __init__(
         self, pool: asyncpg.Pool, settings: ServiceSettings, subscription: Subscription
@@ -157,38 +169,52 @@ class Consumer:
         self._subscription = subscription
         self._connection: AbstractRobustConnection | None = None
         self._publisher: AbstractExchange | None = None
+        self._consuming = False
 
     @property
     def queue(self) -> str:
         return self._subscription.queue
 
+    @property
+    def is_consuming(self) -> bool:
+        return self._consuming and self._connection is not None and not self._connection.is_closed
+
     async def run(self) -> None:
-        """Connects (retrying until RabbitMQ answers) and consumes until cancelled; aio-pika's
-        robust connection restores the channel and the consumer after a broker restart."""
+        """Consumes until cancelled. Setting up is retried as a whole until it succeeds (the
+        broker may be down, or bounce between connect and consume); after that aio-pika's
+        robust connection restores the channel and the consumer on its own."""
         delay = 0.2
-        while self._connection is None:
+        while True:
             try:
-                self._connection = await aio_pika.connect_robust(
-                    self._settings.rabbitmq_url.get_secret_value(),
-                    timeout=5,
-                    client_properties={"connection_name": f"{self.queue} consumer"},
-                )
-            except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as exc:
-                log.warning("consumer waiting for rabbitmq: %s", type(exc).__name__)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-        try:
-            publishing = await self._connection.channel(publisher_confirms=True)
-            self._publisher = publishing.default_exchange
-            channel = await self._connection.channel()
-            await channel.set_qos(prefetch_count=self._settings.consumer_prefetch)
-            await declare_topology(channel, self._subscription)
-            queue = await channel.get_queue(self.queue)
-            await queue.consume(self._on_message)
-            log.info("consuming", extra={"queue": self.queue})
-            await asyncio.Future()  # until cancelled
-        finally:
-            await self._connection.close()
+                await self._consume()
+            except (OSError, TimeoutError, aio_pika.exceptions.AMQPError, RuntimeError) as exc:
+                log.warning("consumer not running: %s; retrying", type(exc).__name__,
+                            extra={"queue": self.queue})
+            finally:
+                self._consuming = False
+                if self._connection is not None:
+                    with contextlib.suppress(Exception):
+                        await self._connection.close()
+                    self._connection = None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def _consume(self) -> None:
+        self._connection = await aio_pika.connect_robust(
+            self._settings.rabbitmq_url.get_secret_value(),
+            timeout=5,
+            client_properties={"connection_name": f"{self.queue} consumer"},
+        )
+        publishing = await self._connection.channel(publisher_confirms=True)
+        self._publisher = publishing.default_exchange
+        channel = await self._connection.channel()
+        await channel.set_qos(prefetch_count=self._settings.consumer_prefetch)
+        await declare_topology(channel, self._subscription)
+        queue = await channel.get_queue(self.queue)
+        await queue.consume(self._on_message)
+        self._consuming = True
+        log.info("consuming", extra={"queue": self.queue})
+        await asyncio.Future()  # until cancelled
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         try:

@@ -103,21 +103,22 @@ async def read_json(request: web.Request) -> Any:
     return body
 
 
-def _nul_at(value: Any, path: str = "") -> str | None:
-    """The path of the first string (or key) holding a NUL character, None when there is none."""
-    if isinstance(value, str):
-        return path if "\x00" in value else None
-    if isinstance(value, dict):
-        for key, item in value.items():
+def _nul_at(value: Any) -> str | None:
+    """The path of a string (or key) holding a NUL character, None when there is none.
+    Iterative, so no nesting depth orjson accepts can exhaust Python's stack."""
+    pending: list[tuple[str, Any]] = [("", value)]
+    while pending:
+        path, item = pending.pop()
+        if isinstance(item, str) and "\x00" in item:
+            return path
+        children = item.items() if isinstance(item, dict) else (
+            enumerate(item) if isinstance(item, list) else ()
+        )
+        for key, child in children:
             inner = f"{path}.{key}" if path else str(key)
-            if "\x00" in key:
+            if isinstance(key, str) and "\x00" in key:
                 return inner
-            if (found := _nul_at(item, inner)) is not None:
-                return found
-    if isinstance(value, list):
-        for index, item in enumerate(value):
-            if (found := _nul_at(item, f"{path}.{index}" if path else str(index))) is not None:
-                return found
+            pending.append((inner, child))
     return None
 
 

@@ -14,9 +14,10 @@ import aiohttp
 import asyncpg
 import pytest
 
-from services.bootstrap import BootstrapSettings
+from services.bootstrap import SUBSCRIPTIONS, BootstrapSettings
 from shopkit.bootstrap import ServiceDatabase, bootstrap, with_database
-from tests.system import System, fresh_vhost, login, register, running_system
+from shopkit.consumer import declare_all
+from tests.system import RABBITMQ_URL, System, fresh_vhost, login, register, running_system
 
 ADMIN_DSN = os.environ.get(
     "ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -36,7 +37,9 @@ def test_service_databases(password: str) -> list[ServiceDatabase]:
 
 @pytest.fixture(scope="session", autouse=True)
 async def rabbitmq_vhost() -> None:
+    """A fresh vhost with every consumer queue declared, as the bootstrap does."""
     await fresh_vhost()
+    await declare_all(RABBITMQ_URL, SUBSCRIPTIONS)
 
 
 @pytest.fixture(scope="session")

@@ -73,8 +73,10 @@ async def publish_event(
     event_id: uuid.UUID | None = None,
     occurred_at: datetime | None = None,
     raw_body: bytes | None = None,
+    routing_key: str | None = None,
 ) -> uuid.UUID:
-    """Publishes to `shop.events` as a service would (or `raw_body` as it is, for poison)."""
+    """Publishes to `shop.events` as a service would (or `raw_body` as it is, for poison;
+    `routing_key` to send an event under another type's key)."""
     event_id = event_id or uuid.uuid4()
     body = raw_body if raw_body is not None else orjson.dumps({
         "id": str(event_id),
@@ -94,7 +96,7 @@ async def publish_event(
                 body, message_id=str(event_id), type=event_type,
                 content_type="application/json", delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             ),
-            routing_key=event_type,
+            routing_key=routing_key or event_type,
         )
     finally:
         await connection.close()

@@ -326,3 +326,15 @@ async def postgres_stopped(*pools: Any) -> AsyncIterator[None]:
         await _pg_ctlcluster("start")
         for pool in pools:
             await pool.expire_connections()
+
+
+@asynccontextmanager
+async def event_stream(base_url: str, token: str) -> AsyncIterator[aiohttp.ClientResponse]:
+    """A notification stream (SSE) opened through the gateway, headers received."""
+    timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+    async with aiohttp.ClientSession(base_url=base_url, timeout=timeout) as session, session.get(
+        "/api/notifications/stream", headers={"Authorization": f"Bearer {token}"}
+    ) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        yield response

@@ -17,7 +17,7 @@ from shopkit.app import POOL_KEY, SETTINGS_KEY, identity, require_user
 from shopkit.events import Event
 from shopkit.identity import Identity, Role
 from shopkit.outbox import add_event
-from shopkit.pagination import page_of
+from shopkit.pagination import cursor_time, cursor_uuid, page_of
 from shopkit.web import ApiModel, ok, path_id, read_model, request_id
 
 log = logging.getLogger("services.auth")
@@ -189,7 +189,7 @@ async def me(request: web.Request) -> web.Response:
 async def list_sessions(request: web.Request) -> web.Response:
     caller = require_user(request)
     page = page_of(request)
-    after = page.after_key(datetime.fromisoformat, uuid.UUID)
+    after = page.after_key(cursor_time, cursor_uuid)
     rows = await queries.live_sessions(request.app[POOL_KEY], caller.user_id, after, page.limit + 1)
 
     def view(r: asyncpg.Record) -> Session:

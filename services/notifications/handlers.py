@@ -38,7 +38,9 @@ async def _notify(
     row = await queries.add(conn, user_id, order_id, message, event.id)
     if row is not None:
         view: dict[str, Any] = notification_view(row).model_dump(mode="json", by_alias=True)
-        await queries.announce(conn, {"userId": str(user_id), "notification": view})
+        await queries.announce(
+            conn, queries.NEW_NOTIFICATION_CHANNEL, {"userId": str(user_id), "notification": view}
+        )
 
 
 async def on_status_changed(conn: asyncpg.Connection, event: IncomingEvent) -> None:
@@ -57,10 +59,27 @@ async def on_tracking_updated(conn: asyncpg.Connection, event: IncomingEvent) ->
         await _notify(conn, event, data.user_id, data.order_id, message)
 
 
+class SessionRevoked(EventData):
+    user_id: UUID
+    session_ids: list[UUID]
+
+
+async def on_session_revoked(conn: asyncpg.Connection, event: IncomingEvent) -> None:
+    """A revoked session's streams end on every instance: one instance consumes the event,
+    NOTIFY tells them all."""
+    data: SessionRevoked = event.data
+    await queries.announce(
+        conn,
+        queries.SESSIONS_REVOKED_CHANNEL,
+        {"userId": str(data.user_id), "sessionIds": [str(s) for s in data.session_ids]},
+    )
+
+
 SUBSCRIPTION = Subscription(
     QUEUE,
     {
         "order.status_changed": EventHandler(OrderStatusChanged, on_status_changed),
         "tracking.updated": EventHandler(TrackingUpdated, on_tracking_updated),
+        "auth.session_revoked": EventHandler(SessionRevoked, on_session_revoked),
     },
 )

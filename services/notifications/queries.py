@@ -12,6 +12,7 @@ from services.notifications.domain import Message
 Conn = asyncpg.Connection
 
 NEW_NOTIFICATION_CHANNEL = "notifications_new"
+SESSIONS_REVOKED_CHANNEL = "notifications_sessions_revoked"
 _NOTIFICATION = "id, user_id, type, title, body, order_id, created_at, read_at"
 
 
@@ -30,9 +31,9 @@ async def add(
     )
 
 
-async def announce(conn: Conn, payload: dict[str, Any]) -> None:
+async def announce(conn: Conn, channel: str, payload: dict[str, Any]) -> None:
     """Tells every instance's stream hub, at commit and only if the transaction commits."""
-    await conn.execute("SELECT pg_notify($1, $2::jsonb::text)", NEW_NOTIFICATION_CHANNEL, payload)
+    await conn.execute("SELECT pg_notify($1, $2::jsonb::text)", channel, payload)
 
 
 async def page(

@@ -1,19 +1,17 @@
 """HTTP endpoints of the notifications service."""
 
 import asyncio
-import uuid
-from datetime import datetime
 
 import orjson
 from aiohttp import web
 from aiohttp_sse import sse_response
 
 from services.notifications import queries
-from services.notifications.hub import Hub
+from services.notifications.hub import END, Hub
 from services.notifications.views import notification_view
 from shopkit import errors
 from shopkit.app import POOL_KEY, SETTINGS_KEY, require_user
-from shopkit.pagination import page_of
+from shopkit.pagination import cursor_time, cursor_uuid, page_of
 from shopkit.web import ok, path_id
 
 routes = web.RouteTableDef()
@@ -32,7 +30,7 @@ async def list_notifications(request: web.Request) -> web.Response:
     caller = require_user(request)
     unread_only = _unread_only(request)
     page = page_of(request)
-    after = page.after_key(datetime.fromisoformat, uuid.UUID)
+    after = page.after_key(cursor_time, cursor_uuid)
     async with request.app[POOL_KEY].acquire() as conn:
         rows = await queries.page(conn, caller.user_id, unread_only, after, page.limit + 1)
         unread = await queries.unread_count(conn, caller.user_id)
@@ -69,13 +67,14 @@ async def stream(request: web.Request) -> web.StreamResponse:
     interval = request.app[SETTINGS_KEY].sse_ping_interval_seconds  # type: ignore[attr-defined]
     # Subscribed before the response starts: whatever is created once the client has the
     # headers reaches it.
-    async with request.app[HUB_KEY].subscribe(caller.user_id) as pushes, sse_response(
+    hub = request.app[HUB_KEY]
+    async with hub.subscribe(caller.user_id, caller.session_id) as stream, sse_response(
         request, ping_interval=interval, headers={"X-Accel-Buffering": "no"}
     ) as events:
         closed = asyncio.ensure_future(events.wait())
         try:
             while True:
-                next_push = asyncio.ensure_future(pushes.get())
+                next_push = asyncio.ensure_future(stream.pushes.get())
                 done, _ = await asyncio.wait(
                     {next_push, closed}, return_when=asyncio.FIRST_COMPLETED
                 )
@@ -83,6 +82,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
                     next_push.cancel()
                     break
                 notification = next_push.result()
+                if notification is END:  # session revoked, or pushes may have been missed
+                    break
                 await events.send(
                     orjson.dumps(notification).decode(), id=notification["id"],
                     event="notification",

@@ -28,6 +28,8 @@ FORWARD = [
     OrderStatus.DELIVERED,
 ]
 CANCELLABLE = frozenset({OrderStatus.PLACED, OrderStatus.CONFIRMED})
+# A product's stock stays well inside the 32-bit column, cancellations included.
+MAX_STOCK = 1_000_000_000
 
 
 def can_move(current: OrderStatus, target: OrderStatus) -> bool:

@@ -9,9 +9,10 @@ from pydantic import Field, StrictInt, StringConstraints, model_validator
 
 from services.orders import queries
 from services.orders.common import Cents, Count
+from services.orders.domain import MAX_STOCK
 from shopkit import errors
 from shopkit.app import POOL_KEY, require_admin
-from shopkit.pagination import page_of
+from shopkit.pagination import cursor_text, page_of
 from shopkit.web import ApiModel, ok, path_id, read_model
 
 routes = web.RouteTableDef()
@@ -57,7 +58,7 @@ def product_view(row: asyncpg.Record) -> Product:
 @routes.get("/api/products")
 async def list_products(request: web.Request) -> web.Response:
     page = page_of(request)
-    after = page.after_key(str)
+    after = page.after_key(cursor_text)
     async with request.app[POOL_KEY].acquire() as conn:
         rows = await queries.list_products(conn, after[0] if after else None, page.limit + 1)
     return ok(page.answer(rows, lambda r: [r["sku"]], product_view))
@@ -105,13 +106,17 @@ async def adjust_stock(request: web.Request) -> web.Response:
     product_id = path_id(request, "product_id")
     body = await read_model(request, StockChange)
     async with request.app[POOL_KEY].acquire() as conn:
-        row = await queries.adjust_stock(conn, product_id, body.delta)
+        row = await queries.adjust_stock(conn, product_id, body.delta, MAX_STOCK)
         if row is None:
             current = await queries.product(conn, product_id)
     if row is not None:
         return ok(product_view(row))
     if current is None:
         raise errors.NotFound("No such product.")
+    if current["stock"] + body.delta > MAX_STOCK:
+        raise errors.Conflict(
+            f"Stock cannot go above {MAX_STOCK:,}.", code="stock_limit_exceeded"
+        )
     raise errors.Conflict(
         f"Stock cannot go below zero: {current['stock']} in stock, change of {body.delta}.",
         code="insufficient_stock",

@@ -151,15 +151,17 @@ async def update_product(
     )
 
 
-async def adjust_stock(conn: Conn, product_id: UUID, delta: int) -> asyncpg.Record | None:
+async def adjust_stock(
+    conn: Conn, product_id: UUID, delta: int, ceiling: int
+) -> asyncpg.Record | None:
     """One conditional statement: the row lock it takes makes concurrent adjustments (and
     orders) queue on the row, and the condition is re-checked on the latest stock."""
     return await conn.fetchrow(
         f"""
         UPDATE products SET stock = stock + $2, updated_at = now()
-        WHERE id = $1 AND stock + $2 >= 0 RETURNING {_PRODUCT}
+        WHERE id = $1 AND stock + $2 BETWEEN 0 AND $3 RETURNING {_PRODUCT}
         """,
-        product_id, delta,
+        product_id, delta, ceiling,
     )
 
 
@@ -209,12 +211,13 @@ async def insert_order(
     conn: Conn, order_id: UUID, user_id: UUID, total: int, address: dict[str, Any],
     note: str | None,
     key: str | None, fingerprint: bytes | None,
-) -> None:
-    await conn.execute(
+) -> datetime:
+    """Returns when it was placed, by the database's clock."""
+    return await conn.fetchval(
         """
         INSERT INTO orders (id, user_id, status, total_cents, shipping_address, note,
                             idempotency_key, request_fingerprint)
-        VALUES ($1, $2, 'placed', $3, $4, $5, $6, $7)
+        VALUES ($1, $2, 'placed', $3, $4, $5, $6, $7) RETURNING created_at
         """,
         order_id, user_id, total, address, note, key, fingerprint,
     )

@@ -90,7 +90,7 @@ async def update_tracking(request: web.Request) -> web.Response:
             row = await queries.set_delivery_details(
                 conn, order_id, body.carrier, body.tracking_number, body.estimated_delivery
             )
-            checkpoint = None
+            checkpoint, at = None, None
             if body.checkpoint is not None:
                 at = await queries.add_checkpoint(
                     conn, order_id, row["status"], body.checkpoint.location, body.checkpoint.note
@@ -100,6 +100,7 @@ async def update_tracking(request: web.Request) -> web.Response:
             event = Event(
                 type="tracking.updated",
                 source="tracking",
+                **({"occurred_at": at} if at else {}),
                 data={
                     "orderId": str(order_id),
                     "userId": str(row["user_id"]),

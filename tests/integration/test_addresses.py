@@ -97,6 +97,8 @@ async def test_parallel_default_changes_leave_exactly_one_default(
     listing = (await call(client, "GET", "/api/addresses?limit=100", user_token))[1]["data"]
     survivors = listing["items"]
     doomed = survivors[: len(survivors) - 3]
+    # The default must be among the deleted, so the promotion itself runs under concurrency.
+    await call(client, "POST", f"/api/addresses/{doomed[0]['id']}/default", user_token)
     await asyncio.gather(
         *(call(client, "DELETE", f"/api/addresses/{a['id']}", user_token) for a in doomed)
     )

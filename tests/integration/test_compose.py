@@ -145,9 +145,12 @@ def test_healthchecks(services: dict[str, Service], name: str) -> None:
         assert "/health/" in " ".join(healthcheck["test"])
 
 
-def test_bootstrap_runs_once_after_postgres(services: dict[str, Service]) -> None:
+def test_bootstrap_runs_once_after_postgres_and_rabbitmq(services: dict[str, Service]) -> None:
     assert "healthcheck" not in services["bootstrap"]
-    assert conditions(services["bootstrap"]) == {"postgres": "service_healthy"}
+    assert conditions(services["bootstrap"]) == {
+        "postgres": "service_healthy",
+        "rabbitmq": "service_healthy",
+    }
 
 
 @pytest.mark.parametrize("name", SERVICES)

@@ -2,8 +2,6 @@
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -13,6 +11,7 @@ import orjson
 from tests.events import publish_event
 from tests.system import (
     call,
+    event_stream,
     eventually,
     new_customer,
     place_order,
@@ -51,8 +50,11 @@ async def test_status_changes_and_checkpoints_notify_the_customer_once(
         {"checkpoint": {"location": "Leipzig hub", "note": "Sorted for delivery."}},
     )
     assert status == 200
-    data = await _notifications(client, user_token, 3)
+    await _notifications(client, user_token, 3)
+    await eventually(lambda: queue_settled("notifications.events"))
+    data = (await call(client, "GET", "/api/notifications", user_token))[1]["data"]
     items = data["items"]
+    assert len(items) == 3, "one per change and per checkpoint, none twice"
     assert [n["title"] for n in items] == [
         "Delivery update: Leipzig hub", "Your order has shipped", "Your order is confirmed",
     ]
@@ -138,17 +140,6 @@ async def test_another_users_notifications_are_404_and_invisible(
     assert (await call(client, "POST", "/api/notifications/not-a-uuid/read", owner))[0] == 404
 
 
-@asynccontextmanager
-async def _stream(base_url: str, token: str) -> AsyncIterator[aiohttp.ClientResponse]:
-    timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
-    async with aiohttp.ClientSession(base_url=base_url, timeout=timeout) as session, session.get(
-        "/api/notifications/stream", headers={"Authorization": f"Bearer {token}"}
-    ) as response:
-        assert response.status == 200
-        assert response.headers["Content-Type"].startswith("text/event-stream")
-        yield response
-
-
 async def _next_sse_event(response: aiohttp.ClientResponse) -> dict[str, str]:
     """Reads one event (lines up to a blank one), skipping comment-only keep-alives."""
     fields: dict[str, str] = {}
@@ -168,7 +159,7 @@ async def test_the_stream_pushes_new_notifications_through_the_gateway(
     system, client: aiohttp.ClientSession, user_token: str, admin_token: str
 ) -> None:
     order = await place_order(client, user_token, admin_token)
-    async with _stream(system.gateway_url, user_token) as response:
+    async with event_stream(system.gateway_url, user_token) as response:
         status, _ = await call(client, "POST", f"/api/admin/orders/{order['id']}/status",
                                admin_token, {"status": "confirmed"})
         assert status == 200
@@ -186,7 +177,7 @@ async def test_every_instance_streams_what_any_instance_wrote(
     """A stream held by a second notifications instance gets a notification written by
     whichever instance consumed the event, and the notifications are made once."""
     order = await place_order(client, user_token, admin_token)
-    async with running_system(databases) as second, _stream(second.gateway_url,
+    async with running_system(databases) as second, event_stream(second.gateway_url,
                                                             user_token) as response:
         path = f"/api/admin/orders/{order['id']}/status"
         for target in ("confirmed", "shipped", "in_transit", "delivered"):
@@ -204,7 +195,18 @@ async def test_every_instance_streams_what_any_instance_wrote(
 async def test_idle_streams_get_keep_alive_pings(databases, user_token: str) -> None:
     async with running_system(
         databases, notifications={"sse_ping_interval_seconds": 0.1}
-    ) as own, _stream(own.gateway_url, user_token) as response:
+    ) as own, event_stream(own.gateway_url, user_token) as response:
         async with asyncio.timeout(10):
             while not (await response.content.readline()).startswith(b":"):
                 pass
+
+
+async def test_a_stream_ends_when_its_session_is_revoked(
+    system, client: aiohttp.ClientSession
+) -> None:
+    token, _ = await new_customer(client)
+    async with event_stream(system.gateway_url, token) as response:
+        assert (await call(client, "POST", "/api/users/logout", token))[0] == 200
+        async with asyncio.timeout(15):
+            while await response.content.readline():
+                pass  # pings, if any, until the stream ends
