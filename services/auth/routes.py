@@ -239,7 +239,7 @@ async def validate_token(request: web.Request) -> web.Response:
 async def _announce_revoked(
     conn: asyncpg.Connection, request: web.Request, caller: Identity, session_ids: list[uuid.UUID]
 ) -> None:
-    """Tells other components (the gateways' token caches) that these sessions are gone, in the
+    """Tells other components (notification streams end) that these sessions are gone, in the
     transaction that deletes them."""
     event = Event(
         type="auth.session_revoked",
