@@ -15,6 +15,7 @@ from tests.system import (
     create_address,
     create_product,
     new_customer,
+    place_order,
     running_system,
     walk_pages,
 )
@@ -214,20 +215,12 @@ async def test_another_users_orders_and_addresses_are_404(
     assert order_id not in [o["id"] for o in body["data"]["items"]]
 
 
-async def _new_order(client: aiohttp.ClientSession, token: str, admin_token: str) -> dict:
-    address = await create_address(client, token)
-    product = await create_product(client, admin_token, stock=10)
-    status, body = await _order(client, token, address["id"], [(product["id"], 2)])
-    assert status == 201
-    return body["data"]
-
-
 @pytest.mark.parametrize("start", STATUSES)
 async def test_every_transition_is_allowed_or_refused_as_the_contract_says(
     client: aiohttp.ClientSession, user_token: str, admin_token: str, start: str
 ) -> None:
     for target in STATUSES:
-        order = await _new_order(client, user_token, admin_token)
+        order = await place_order(client, user_token, admin_token, quantity=2)
         path = f"/api/admin/orders/{order['id']}/status"
         if start != "placed":
             status, body = await call(client, "POST", path, admin_token, {"status": start})
@@ -242,7 +235,7 @@ async def test_every_transition_is_allowed_or_refused_as_the_contract_says(
 async def test_status_changes_keep_history_and_count_versions(
     client: aiohttp.ClientSession, user_token: str, admin_token: str
 ) -> None:
-    order = await _new_order(client, user_token, admin_token)
+    order = await place_order(client, user_token, admin_token, quantity=2)
     path = f"/api/admin/orders/{order['id']}/status"
     admin_id = (await call(client, "GET", "/api/users/me", admin_token))[1]["data"]["id"]
     for n, (target, note) in enumerate(
@@ -265,7 +258,7 @@ async def test_status_changes_keep_history_and_count_versions(
 async def test_parallel_status_changes_each_bump_the_version_once(
     client: aiohttp.ClientSession, user_token: str, admin_token: str
 ) -> None:
-    order = await _new_order(client, user_token, admin_token)
+    order = await place_order(client, user_token, admin_token, quantity=2)
     path = f"/api/admin/orders/{order['id']}/status"
     results = await asyncio.gather(
         *(call(client, "POST", path, admin_token, {"status": s})
