@@ -280,17 +280,24 @@ class Consumer:
     ) -> None:
         """A copy into `queue` (confirmed) before the original is acked: at least once."""
         assert self._publisher is not None
-        copy = aio_pika.Message(
-            message.body,
-            headers={**(message.headers or {}), **headers},
-            content_type=message.content_type,
-            message_id=message.message_id,
-            type=message.type,
-            app_id=message.app_id,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            expiration=expiration,
-        )
+        copy = _copy_of(message, {**(message.headers or {}), **headers}, expiration)
         await self._publisher.publish(copy, routing_key=queue)
+
+
+def _copy_of(
+    message: AbstractIncomingMessage, headers: dict[str, Any], expiration: float | None = None
+) -> aio_pika.Message:
+    """The same event (body, id, type, origin) as a new persistent message."""
+    return aio_pika.Message(
+        message.body,
+        headers=headers,
+        content_type=message.content_type,
+        message_id=message.message_id,
+        type=message.type,
+        app_id=message.app_id,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        expiration=expiration,
+    )
 
 
 async def dead_letter_counts(url: str, queues: list[str]) -> dict[str, int]:
@@ -324,14 +331,7 @@ async def requeue_dead_letters(url: str, queue: str) -> int:
                 k: v for k, v in (message.headers or {}).items()
                 if k not in (RETRIES_HEADER, REASON_HEADER, "x-death")
             }
-            await channel.default_exchange.publish(
-                aio_pika.Message(
-                    message.body, headers=headers, content_type=message.content_type,
-                    message_id=message.message_id, type=message.type, app_id=message.app_id,
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                ),
-                routing_key=queue,
-            )
+            await channel.default_exchange.publish(_copy_of(message, headers), routing_key=queue)
             await message.ack()
             moved += 1
         return moved

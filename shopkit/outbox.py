@@ -19,6 +19,7 @@ from datetime import timedelta
 
 import asyncpg
 
+from shopkit import db
 from shopkit.broker import Broker, BrokerUnavailable, OutgoingMessage
 from shopkit.db import DATABASE_ERRORS
 from shopkit.events import Event
@@ -175,10 +176,7 @@ class OutboxRelay:
     async def _listen(self) -> None:
         if self._listener is not None and not self._listener.is_closed():
             return
-        self._listener = await asyncpg.connect(
-            self._settings.database_url.get_secret_value(),
-            timeout=self._settings.db_connect_timeout_seconds,
-        )
+        self._listener = await db.connect(self._settings, self._schema)
         await self._listener.add_listener(channel_for(self._schema), self._on_notify)
 
     async def _back_off(self, seconds: float) -> None:

@@ -22,6 +22,7 @@ import asyncpg
 import orjson
 
 from services.notifications.queries import NEW_NOTIFICATION_CHANNEL, SESSIONS_REVOKED_CHANNEL
+from shopkit import db
 from shopkit.settings import ServiceSettings
 
 log = logging.getLogger("services.notifications.hub")
@@ -92,10 +93,7 @@ class Hub:
             delay = min(delay * 2, 5.0)
 
     async def _listen_until_lost(self) -> None:
-        conn = await asyncpg.connect(
-            self._settings.database_url.get_secret_value(),
-            timeout=self._settings.db_connect_timeout_seconds,
-        )
+        conn = await db.connect(self._settings, "notifications")
         lost = asyncio.Event()
         conn.add_termination_listener(lambda _conn: lost.set())
         try:
