@@ -208,14 +208,16 @@ async def fresh_vhost() -> None:
     await _rabbitmqctl("set_permissions", "-p", TEST_VHOST, user, ".*", ".*", ".*")
 
 
-async def _rabbitmqctl(*args: str, check: bool = True) -> None:
+async def _rabbitmqctl(*args: str, check: bool = True) -> str:
+    """Runs rabbitmqctl on the local broker; returns what it printed."""
     rabbitmqctl = shutil.which("rabbitmqctl")
-    assert rabbitmqctl, "rabbitmqctl is needed to stop and start the local broker"
+    assert rabbitmqctl, "rabbitmqctl is needed to manage the local broker"
     process = await asyncio.create_subprocess_exec(
-        rabbitmqctl, *args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        rabbitmqctl, *args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
     )
-    code = await process.wait()
-    assert code == 0 or not check, f"rabbitmqctl {' '.join(args)} failed"
+    output, _ = await process.communicate()
+    assert process.returncode == 0 or not check, f"rabbitmqctl {' '.join(args)} failed"
+    return output.decode()
 
 
 @asynccontextmanager
@@ -274,14 +276,10 @@ async def eventually(
 
 async def queue_settled(name: str) -> bool:
     """No message of the queue left, neither waiting nor delivered and unacknowledged."""
-    rabbitmqctl = shutil.which("rabbitmqctl")
-    assert rabbitmqctl, "rabbitmqctl is needed to see a queue's unacknowledged messages"
-    process = await asyncio.create_subprocess_exec(
-        rabbitmqctl, "list_queues", "-p", TEST_VHOST, "-q", "--no-table-headers", "name",
-        "messages", stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    output = await _rabbitmqctl(
+        "list_queues", "-p", TEST_VHOST, "-q", "--no-table-headers", "name", "messages"
     )
-    output, _ = await process.communicate()
-    counts = dict(line.split() for line in output.decode().splitlines() if line.strip())
+    counts = dict(line.split() for line in output.splitlines() if line.strip())
     return counts.get(name) == "0"
 
 
