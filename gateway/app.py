@@ -2,10 +2,12 @@
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Literal
 
 import aiohttp
 from aiohttp import web
 
+from gateway.docs import DOCS_PATH, SPEC_PATH, add_docs
 from gateway.routes import Access, match_route
 from gateway.settings import GatewaySettings
 from gateway.upstream import (
@@ -19,13 +21,26 @@ from shopkit import errors
 from shopkit.app import MAX_BODY_BYTES, live
 from shopkit.identity import Identity, Role
 from shopkit.metrics import METRICS_PATH, ROUTE_LABEL_KEY, add_metrics
-from shopkit.web import base_middlewares, dumps, request_id
+from shopkit.openapi import documented
+from shopkit.web import ApiModel, base_middlewares, dumps, request_id
 
 READINESS_TIMEOUT_SECONDS = 2.0
 
 
 # Answered by the gateway itself, for GET only; other methods must not reach the proxy.
-LOCAL_PATHS = frozenset({"/api/ping", "/health/live", "/health/ready", METRICS_PATH})
+LOCAL_PATHS = frozenset(
+    {"/api/ping", SPEC_PATH, DOCS_PATH, "/health/live", "/health/ready", METRICS_PATH}
+)
+
+
+class PingReport(ApiModel):
+    status: Literal["ok", "degraded"]
+    services: dict[str, str]
+
+
+class PingAnswer(PingReport):
+    success: Literal[True]
+    data: PingReport
 
 
 async def proxy(request: web.Request) -> web.StreamResponse:
@@ -48,6 +63,8 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     return await forward(request, route, caller)
 
 
+@documented("Every service's readiness (503 and `degraded` when one is not ready)",
+            Access.PUBLIC, answer=PingAnswer, enveloped=False, tag="health")
 async def ping(request: web.Request) -> web.Response:
     """Every service's readiness (its Postgres and RabbitMQ included), named one by one."""
     upstreams = request.app[SETTINGS_KEY].upstreams()
@@ -106,6 +123,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
     app.router.add_get("/health/live", live)
     app.router.add_get("/health/ready", live)
     app.router.add_get("/api/ping", ping)
+    add_docs(app)
     add_metrics(app)
     app.router.add_route("*", "/{path:.*}", proxy)
     return app

@@ -6,13 +6,8 @@ percent-encoded) path that is forwarded, so what is checked is exactly what the 
 
 import re
 from dataclasses import dataclass, field
-from enum import StrEnum
 
-
-class Access(StrEnum):
-    PUBLIC = "public"
-    USER = "user"
-    ADMIN = "admin"
+from shopkit.openapi import Access
 
 
 @dataclass(frozen=True)

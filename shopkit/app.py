@@ -22,10 +22,11 @@ from shopkit.metrics import (
     add_metrics,
 )
 from shopkit.migrations import MigrationSet, apply_migrations
+from shopkit.openapi import OPENAPI_PATH, Access, documented, serve_description
 from shopkit.outbox import OutboxRelay, prune_published
 from shopkit.settings import ServiceSettings
 from shopkit.tasks import background, periodic
-from shopkit.web import Handler, base_middlewares, ok, read_body
+from shopkit.web import ApiModel, Handler, base_middlewares, ok, read_body
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -37,8 +38,8 @@ IDENTITY_KEY = web.RequestKey("identity", Identity)
 NOT_FROM_GATEWAY = "This service only answers requests that come through the gateway."
 
 # Paths answered without a gateway identity: probes and scrapes come from the operator's
-# tooling, not through the gateway.
-UNGUARDED_PATHS = ("/health/", METRICS_PATH)
+# tooling, not through the gateway; the API description is public anyway.
+UNGUARDED_PATHS = ("/health/", METRICS_PATH, OPENAPI_PATH)
 
 
 def identity_middleware(settings: ServiceSettings) -> Callable[..., object]:
@@ -136,10 +137,18 @@ def _consumer(subscription: Subscription) -> Callable[[web.Application], AsyncIt
     return background(f"{subscription.queue}-consumer", run)
 
 
+class Health(ApiModel):
+    status: str
+    checks: dict[str, str] | None = None
+
+
+@documented("The process is up", Access.PUBLIC, answer=Health, tag="operator")
 async def live(request: web.Request) -> web.Response:
     return ok({"status": "ok"})
 
 
+@documented("Postgres, RabbitMQ and every consumer are ready", Access.PUBLIC, answer=Health,
+            tag="operator")
 async def ready(request: web.Request) -> web.Response:
     checks = {
         "postgres": await _postgres_check(request.app[POOL_KEY]),
@@ -148,7 +157,7 @@ async def ready(request: web.Request) -> web.Response:
     for consumer in request.app[CONSUMERS_KEY]:
         checks[f"consumer {consumer.queue}"] = "ok" if consumer.is_consuming else "down"
     if all(state == "ok" for state in checks.values()):
-        return ok({"status": "ok", "checks": checks})
+        return ok(Health(status="ok", checks=checks))
     down = ", ".join(name for name, state in checks.items() if state != "ok")
     raise errors.ServiceUnavailable(f"Not ready: {down} unavailable.").with_details(checks)
 
@@ -184,6 +193,7 @@ def service_app(
     app.router.add_get("/health/ready", ready)
     add_metrics(app, _pool_gauges(name), _outbox_gauges(name))
     app.add_routes(routes)
+    serve_description(app, f"shop {name} service")
     return app
 
 

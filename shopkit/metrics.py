@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
+from shopkit.openapi import Access, documented
+
 REQUESTS = Counter(
     "shop_http_requests_total", "HTTP requests answered", ["component", "route", "method", "status"]
 )
@@ -78,6 +80,8 @@ def add_metrics(app: web.Application, *refreshers: Refresh) -> None:
     app.router.add_get(METRICS_PATH, _scrape)
 
 
+@documented("Prometheus metrics of this process", Access.PUBLIC, tag="operator",
+            media_type="text/plain")
 async def _scrape(request: web.Request) -> web.Response:
     for refresh in request.app[REFRESH_KEY]:
         await refresh(request.app)

@@ -6,16 +6,33 @@ import binascii
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 from uuid import UUID
 
 import orjson
 from aiohttp import web
+from pydantic import Field
 
 from shopkit import errors
+from shopkit.web import ApiModel
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
+T = TypeVar("T")
+
+
+class PageOf(ApiModel, Generic[T]):
+    """A page of a list, as documented; `Page.answer` builds it."""
+
+    items: list[T]
+    next_cursor: str | None
+
+
+class PageQuery(ApiModel):
+    """The list parameters, as documented; `page_of` reads them."""
+
+    limit: int = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
+    cursor: str | None = Field(None, description="nextCursor of the previous page")
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 Integration tests run against the real Postgres and RabbitMQ named by ADMIN_DATABASE_URL and
 RABBITMQ_URL, in a database of their own (`shop_test`, recreated per run) with roles of their own
-(`shop_test_*`), so a `make run` on the same machine is never disturbed.
+(`shop_test_*`), so a `make run` on the same machine is never disturbed (SHOP_TEST_NAME picks
+another name).
 """
 
 import os
@@ -17,19 +18,27 @@ import pytest
 from services.bootstrap import SUBSCRIPTIONS, BootstrapSettings
 from shopkit.bootstrap import ServiceDatabase, bootstrap, with_database
 from shopkit.consumer import declare_all
-from tests.system import RABBITMQ_URL, System, fresh_vhost, login, register, running_system
+from tests.system import (
+    RABBITMQ_URL,
+    TEST_NAME,
+    System,
+    fresh_vhost,
+    login,
+    register,
+    running_system,
+)
 
 ADMIN_DSN = os.environ.get(
     "ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
-TEST_DATABASE = "shop_test"
+TEST_DATABASE = TEST_NAME
 
 
 def test_service_databases(password: str) -> list[ServiceDatabase]:
     """The four services as bootstrap sees them, pointed at the test database and roles."""
     host = with_database(ADMIN_DSN, TEST_DATABASE).split("@", 1)[1]
     urls = {
-        f"{name}_database_url": f"postgresql://shop_test_{name}:{password}@{host}"
+        f"{name}_database_url": f"postgresql://{TEST_NAME}_{name}:{password}@{host}"
         for name in ("auth", "orders", "tracking", "notifications")
     }
     return BootstrapSettings(admin_database_url=ADMIN_DSN, **urls).services()

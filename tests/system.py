@@ -28,9 +28,11 @@ from services.tracking.app import create_app as create_tracking
 from services.tracking.settings import TrackingSettings
 from shopkit.bootstrap import ServiceDatabase
 
-# Tests use a virtual host of their own, recreated per run: durable queues such as
-# tracking.orders never mix with those of a `make run` on the same broker.
-TEST_VHOST = "shop_test"
+# Tests use a database, roles and a virtual host of their own, recreated per run: durable
+# queues such as tracking.orders never mix with those of a `make run` on the same broker.
+# SHOP_TEST_NAME lets two runs on one machine keep apart.
+TEST_NAME = os.environ.get("SHOP_TEST_NAME", "shop_test")
+TEST_VHOST = TEST_NAME
 RABBITMQ_URL = (
     URL(os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/"))
     .with_path(f"/{TEST_VHOST}")

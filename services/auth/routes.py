@@ -16,8 +16,9 @@ from shopkit import errors
 from shopkit.app import POOL_KEY, SETTINGS_KEY, identity, require_user
 from shopkit.events import Event
 from shopkit.identity import Identity, Role
+from shopkit.openapi import Access, documented
 from shopkit.outbox import add_event
-from shopkit.pagination import cursor_time, cursor_uuid, page_of
+from shopkit.pagination import PageOf, PageQuery, cursor_time, cursor_uuid, page_of
 from shopkit.web import ApiModel, ok, path_id, read_model, request_id
 
 log = logging.getLogger("services.auth")
@@ -57,6 +58,17 @@ class LoginResult(ApiModel):
     user: User
 
 
+class Revoked(ApiModel):
+    revoked: int
+
+
+class Validated(ApiModel):
+    user_id: uuid.UUID
+    role: Role
+    session_id: uuid.UUID
+    expires_at: datetime
+
+
 class Session(ApiModel):
     id: uuid.UUID
     created_at: datetime
@@ -70,6 +82,8 @@ def _user(row: asyncpg.Record) -> User:
 
 
 @routes.post("/api/users/register")
+@documented("Create an account", Access.PUBLIC, body=RegisterRequest, answer=User, status=201,
+            errors={409: "This email is already registered (`email_taken`)."})
 async def register(request: web.Request) -> web.Response:
     body = await read_model(request, RegisterRequest)
     password_hash = await request.app[PASSWORDS_KEY].hash(body.password)
@@ -83,11 +97,17 @@ async def register(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/users/login")
+@documented("Sign in", Access.PUBLIC, body=LoginRequest, answer=LoginResult,
+            errors={401: "Wrong email or password (`invalid_credentials`).",
+            429: "Too many failed sign-ins for this account or address (`too_many_requests`)."})
 async def login(request: web.Request) -> web.Response:
     return await _sign_in(request, admin_only=False)
 
 
 @routes.post("/api/admin/login")
+@documented("Sign in as an admin", Access.PUBLIC, body=LoginRequest, answer=LoginResult,
+            errors={401: "Wrong email or password (`invalid_credentials`).",
+            429: "Too many failed sign-ins for this account or address (`too_many_requests`)."})
 async def admin_login(request: web.Request) -> web.Response:
     return await _sign_in(request, admin_only=True)
 
@@ -156,16 +176,18 @@ def _ceil_seconds(wait: timedelta) -> int:
 
 
 @routes.post("/api/users/logout")
+@documented("Sign out of this session", Access.USER, answer=Revoked)
 async def logout(request: web.Request) -> web.Response:
     caller = require_user(request)
     assert caller.user_id and caller.session_id
     async with request.app[POOL_KEY].acquire() as conn, conn.transaction():
         if await queries.delete_session(conn, caller.user_id, caller.session_id):
             await _announce_revoked(conn, request, caller, [caller.session_id])
-    return ok({"revoked": 1})
+    return ok(Revoked(revoked=1))
 
 
 @routes.post("/api/users/logout-all")
+@documented("Sign out of every session", Access.USER, answer=Revoked)
 async def logout_all(request: web.Request) -> web.Response:
     caller = require_user(request)
     assert caller.user_id
@@ -173,10 +195,11 @@ async def logout_all(request: web.Request) -> web.Response:
         revoked = await queries.delete_sessions_of(conn, caller.user_id)
         if revoked:
             await _announce_revoked(conn, request, caller, revoked)
-    return ok({"revoked": len(revoked)})
+    return ok(Revoked(revoked=len(revoked)))
 
 
 @routes.get("/api/users/me")
+@documented("The signed-in user", Access.USER, answer=User)
 async def me(request: web.Request) -> web.Response:
     caller = require_user(request)
     row = await queries.user_by_id(request.app[POOL_KEY], caller.user_id)
@@ -186,6 +209,8 @@ async def me(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/users/sessions")
+@documented("Your live sessions, newest first", Access.USER, answer=PageOf[Session],
+            query=PageQuery)
 async def list_sessions(request: web.Request) -> web.Response:
     caller = require_user(request)
     page = page_of(request)
@@ -202,6 +227,7 @@ async def list_sessions(request: web.Request) -> web.Response:
 
 
 @routes.delete("/api/users/sessions/{session_id}")
+@documented("Revoke one of your sessions", Access.USER, answer=Revoked)
 async def revoke_session(request: web.Request) -> web.Response:
     caller = require_user(request)
     assert caller.user_id
@@ -210,10 +236,13 @@ async def revoke_session(request: web.Request) -> web.Response:
         if not await queries.delete_session(conn, caller.user_id, session_id):
             raise errors.NotFound("No such session.")
         await _announce_revoked(conn, request, caller, [session_id])
-    return ok({"revoked": 1})
+    return ok(Revoked(revoked=1))
 
 
 @routes.post("/internal/sessions/validate")
+@documented("Whose token is this? (the gateway's question; not routed to clients)",
+            Access.PUBLIC, body=ValidateRequest, answer=Validated, tag="internal",
+            errors={401: "No such session, or it has expired."})
 async def validate_token(request: web.Request) -> web.Response:
     """The gateway's question: whose token is this? 401 when none, or no longer, valid."""
     body = await read_model(request, ValidateRequest)
@@ -227,12 +256,10 @@ async def validate_token(request: web.Request) -> web.Response:
         await queries.delete_session(pool, session["user_id"], session["id"])
         raise errors.Unauthorized("The session has expired; sign in again.")
     return ok(
-        {
-            "userId": str(session["user_id"]),
-            "role": session["role"],
-            "sessionId": str(session["id"]),
-            "expiresAt": session["expires_at"].isoformat(),
-        }
+        Validated(
+            user_id=session["user_id"], role=session["role"], session_id=session["id"],
+            expires_at=session["expires_at"],
+        )
     )
 
 

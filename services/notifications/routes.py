@@ -5,17 +5,33 @@ import asyncio
 import orjson
 from aiohttp import web
 from aiohttp_sse import sse_response
+from pydantic import Field
 
 from services.notifications import queries
 from services.notifications.hub import END, Hub
-from services.notifications.views import notification_view
+from services.notifications.views import Notification, notification_view
 from shopkit import errors
 from shopkit.app import POOL_KEY, SETTINGS_KEY, require_user
-from shopkit.pagination import cursor_time, cursor_uuid, page_of
-from shopkit.web import ok, path_id
+from shopkit.openapi import Access, documented
+from shopkit.pagination import PageQuery, cursor_time, cursor_uuid, page_of
+from shopkit.web import ApiModel, ok, path_id
 
 routes = web.RouteTableDef()
 HUB_KEY = web.AppKey("hub", Hub)
+
+
+class NotificationQuery(PageQuery):
+    unread: bool = Field(False, description="only the unread ones")
+
+
+class NotificationPage(ApiModel):
+    items: list[Notification]
+    unread_count: int
+    next_cursor: str | None
+
+
+class Updated(ApiModel):
+    updated: int
 
 
 def _unread_only(request: web.Request) -> bool:
@@ -26,6 +42,8 @@ def _unread_only(request: web.Request) -> bool:
 
 
 @routes.get("/api/notifications")
+@documented("Your notifications, newest first", Access.USER, answer=NotificationPage,
+            query=NotificationQuery)
 async def list_notifications(request: web.Request) -> web.Response:
     caller = require_user(request)
     unread_only = _unread_only(request)
@@ -37,18 +55,19 @@ async def list_notifications(request: web.Request) -> web.Response:
     listing = page.answer(
         rows, lambda r: [r["created_at"].isoformat(), str(r["id"])], notification_view
     )
-    return ok({"items": listing["items"], "unreadCount": unread,
-               "nextCursor": listing["nextCursor"]})
+    return ok(NotificationPage(unread_count=unread, **listing))
 
 
 @routes.post("/api/notifications/read-all")
+@documented("Mark all your notifications read", Access.USER, answer=Updated)
 async def read_all(request: web.Request) -> web.Response:
     caller = require_user(request)
     async with request.app[POOL_KEY].acquire() as conn:
-        return ok({"updated": await queries.mark_all_read(conn, caller.user_id)})
+        return ok(Updated(updated=await queries.mark_all_read(conn, caller.user_id)))
 
 
 @routes.post("/api/notifications/{notification_id}/read")
+@documented("Mark one notification read", Access.USER, answer=Notification)
 async def read_one(request: web.Request) -> web.Response:
     caller = require_user(request)
     notification_id = path_id(request, "notification_id")
@@ -60,6 +79,8 @@ async def read_one(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/notifications/stream")
+@documented("New notifications as Server-Sent Events (`event: notification`)", Access.USER,
+            media_type="text/event-stream")
 async def stream(request: web.Request) -> web.StreamResponse:
     """Server-Sent Events: one `notification` event per new notification while connected."""
     caller = require_user(request)

@@ -12,7 +12,8 @@ from services.orders import queries
 from services.orders.countries import ISO_3166_ALPHA_2
 from shopkit import errors
 from shopkit.app import POOL_KEY, require_user
-from shopkit.pagination import cursor_int, cursor_time, page_of
+from shopkit.openapi import Access, documented
+from shopkit.pagination import PageOf, PageQuery, cursor_int, cursor_time, page_of
 from shopkit.web import ApiModel, ok, path_id, read_model
 
 routes = web.RouteTableDef()
@@ -62,6 +63,11 @@ class Address(ApiModel):
     created_at: datetime
 
 
+class Deleted(ApiModel):
+    id: uuid.UUID
+    deleted: bool
+
+
 def address_view(row: Record) -> Address:
     return Address(**{name: row[name] for name in Address.model_fields})
 
@@ -74,6 +80,7 @@ async def _lock_own(conn: Connection, user_id: uuid.UUID, address_id: uuid.UUID)
 
 
 @routes.get("/api/addresses")
+@documented("Your addresses, oldest first", Access.USER, answer=PageOf[Address], query=PageQuery)
 async def list_addresses(request: web.Request) -> web.Response:
     caller = require_user(request)
     page = page_of(request)
@@ -84,6 +91,8 @@ async def list_addresses(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/addresses")
+@documented("Add an address (your first one becomes the default)", Access.USER, body=AddressIn,
+            answer=Address, status=201)
 async def create_address(request: web.Request) -> web.Response:
     caller = require_user(request)
     body = await read_model(request, AddressIn)
@@ -99,6 +108,7 @@ async def create_address(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/addresses/{address_id}")
+@documented("One of your addresses", Access.USER, answer=Address)
 async def get_address(request: web.Request) -> web.Response:
     caller = require_user(request)
     address_id = path_id(request, "address_id")
@@ -110,6 +120,7 @@ async def get_address(request: web.Request) -> web.Response:
 
 
 @routes.put("/api/addresses/{address_id}")
+@documented("Replace an address", Access.USER, body=AddressIn, answer=Address)
 async def replace_address(request: web.Request) -> web.Response:
     """Replaces the fields. `isDefault: true` moves the default here; `false` never leaves the
     user without one, so on the current default it changes nothing."""
@@ -125,6 +136,7 @@ async def replace_address(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/addresses/{address_id}/default")
+@documented("Make an address your default", Access.USER, answer=Address)
 async def make_default(request: web.Request) -> web.Response:
     caller = require_user(request)
     address_id = path_id(request, "address_id")
@@ -135,6 +147,8 @@ async def make_default(request: web.Request) -> web.Response:
 
 
 @routes.delete("/api/addresses/{address_id}")
+@documented("Delete an address (the newest other one becomes the default)", Access.USER,
+            answer=Deleted)
 async def delete_address(request: web.Request) -> web.Response:
     caller = require_user(request)
     address_id = path_id(request, "address_id")
@@ -145,4 +159,4 @@ async def delete_address(request: web.Request) -> web.Response:
             raise errors.NotFound("No such address.")
         if was_default:
             await queries.promote_newest(conn, caller.user_id)
-    return ok({"id": str(address_id), "deleted": True})
+    return ok(Deleted(id=address_id, deleted=True))

@@ -19,8 +19,9 @@ from shopkit import errors
 from shopkit.app import POOL_KEY, require_admin, require_user
 from shopkit.events import Event
 from shopkit.identity import Identity, Role
+from shopkit.openapi import Access, documented
 from shopkit.outbox import add_event
-from shopkit.pagination import Page, cursor_time, cursor_uuid, page_of
+from shopkit.pagination import Page, PageOf, PageQuery, cursor_time, cursor_uuid, page_of
 from shopkit.web import ApiModel, ok, path_id, read_model, request_id, validate
 
 routes = web.RouteTableDef()
@@ -53,8 +54,19 @@ class StatusChange(ApiModel):
     note: Note | None = None
 
 
-class IdempotencyKey(ApiModel):
-    key: Annotated[str, Field(pattern=_KEY_SHAPE)] | None = None
+class PlacementHeaders(ApiModel):
+    idempotency_key: Annotated[str, Field(pattern=_KEY_SHAPE)] | None = Field(
+        None, alias=IDEMPOTENCY_KEY,
+        description="The same key with the same body gives back the same order.",
+    )
+
+
+class OrderQuery(PageQuery):
+    status: OrderStatus | None = None
+
+
+class AdminOrderQuery(OrderQuery):
+    user_id: uuid.UUID | None = None
 
 
 class Item(ApiModel):
@@ -141,12 +153,15 @@ async def _order_page(
 
 
 @routes.get("/api/orders")
+@documented("Your orders, newest first", Access.USER, answer=PageOf[Order], query=OrderQuery)
 async def list_own_orders(request: web.Request) -> web.Response:
     caller = require_user(request)
     return await _order_page(request, caller.user_id, page_of(request))
 
 
 @routes.get("/api/admin/orders")
+@documented("Every order, newest first", Access.ADMIN, answer=PageOf[Order],
+            query=AdminOrderQuery)
 async def list_all_orders(request: web.Request) -> web.Response:
     require_admin(request)
     raw_user = request.query.get("userId")
@@ -160,6 +175,7 @@ async def list_all_orders(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/orders/{order_id}")
+@documented("One of your orders", Access.USER, answer=Order)
 async def get_order(request: web.Request) -> web.Response:
     caller = require_user(request)
     order_id = path_id(request, "order_id")
@@ -171,11 +187,18 @@ async def get_order(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/orders")
+@documented("Place an order: stock for every line taken, all or nothing", Access.USER,
+            body=OrderIn, headers=PlacementHeaders, answer=Order, status=201,
+            errors={404: "No such address of yours.",
+                    409: "Not enough stock (`insufficient_stock`, lines in `details`), or the "
+                         "Idempotency-Key was used for another body (`idempotency_key_reused`)."})
 async def place_order(request: web.Request) -> web.Response:
     caller = require_user(request)
     assert caller.user_id
     body = await read_model(request, OrderIn)
-    key = validate(IdempotencyKey, {"key": request.headers.get(IDEMPOTENCY_KEY)}).key
+    key = validate(
+        PlacementHeaders, {IDEMPOTENCY_KEY: request.headers.get(IDEMPOTENCY_KEY)}
+    ).idempotency_key
     # The request as understood (unknown fields dropped), whatever its spelling.
     fingerprint = domain.fingerprint(body.model_dump(mode="json"))
     async with request.app[POOL_KEY].acquire() as conn:
@@ -273,6 +296,8 @@ async def _take_stock(conn: asyncpg.Connection, lines: list[LineIn]) -> list[dom
 
 
 @routes.post("/api/orders/{order_id}/cancel")
+@documented("Cancel your order (its stock goes back)", Access.USER, answer=Order,
+            errors={409: "The order cannot move to that status (`invalid_transition`)."})
 async def cancel_order(request: web.Request) -> web.Response:
     caller = require_user(request)
     order_id = path_id(request, "order_id")
@@ -280,6 +305,8 @@ async def cancel_order(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/admin/orders/{order_id}/status")
+@documented("Move an order to another status", Access.ADMIN, body=StatusChange, answer=Order,
+            errors={409: "The order cannot move to that status (`invalid_transition`)."})
 async def set_order_status(request: web.Request) -> web.Response:
     caller = require_admin(request)
     order_id = path_id(request, "order_id")

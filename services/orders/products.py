@@ -12,7 +12,8 @@ from services.orders.common import Cents, Count
 from services.orders.domain import MAX_STOCK
 from shopkit import errors
 from shopkit.app import POOL_KEY, require_admin
-from shopkit.pagination import cursor_text, page_of
+from shopkit.openapi import Access, documented
+from shopkit.pagination import PageOf, PageQuery, cursor_text, page_of
 from shopkit.web import ApiModel, ok, path_id, read_model
 
 routes = web.RouteTableDef()
@@ -56,6 +57,7 @@ def product_view(row: asyncpg.Record) -> Product:
 
 
 @routes.get("/api/products")
+@documented("The catalogue, by SKU", Access.PUBLIC, answer=PageOf[Product], query=PageQuery)
 async def list_products(request: web.Request) -> web.Response:
     page = page_of(request)
     after = page.after_key(cursor_text)
@@ -65,6 +67,7 @@ async def list_products(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/products/{product_id}")
+@documented("One product", Access.PUBLIC, answer=Product)
 async def get_product(request: web.Request) -> web.Response:
     product_id = path_id(request, "product_id")
     async with request.app[POOL_KEY].acquire() as conn:
@@ -75,6 +78,8 @@ async def get_product(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/admin/products")
+@documented("Add a product", Access.ADMIN, body=ProductIn, answer=Product, status=201,
+            errors={409: "A product with this SKU exists (`sku_taken`)."})
 async def create_product(request: web.Request) -> web.Response:
     require_admin(request)
     body = await read_model(request, ProductIn)
@@ -89,6 +94,7 @@ async def create_product(request: web.Request) -> web.Response:
 
 
 @routes.patch("/api/admin/products/{product_id}")
+@documented("Rename or reprice a product", Access.ADMIN, body=ProductChange, answer=Product)
 async def change_product(request: web.Request) -> web.Response:
     require_admin(request)
     product_id = path_id(request, "product_id")
@@ -101,6 +107,9 @@ async def change_product(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/admin/products/{product_id}/stock")
+@documented("Adjust stock by a delta", Access.ADMIN, body=StockChange, answer=Product,
+            errors={409: "Stock would go below zero (`insufficient_stock`) or above its "
+                         "limit (`stock_limit_exceeded`)."})
 async def adjust_stock(request: web.Request) -> web.Response:
     require_admin(request)
     product_id = path_id(request, "product_id")

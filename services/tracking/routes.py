@@ -13,6 +13,7 @@ from shopkit import errors
 from shopkit.app import POOL_KEY, require_admin, require_user
 from shopkit.events import Event
 from shopkit.identity import Identity, Role
+from shopkit.openapi import Access, documented
 from shopkit.outbox import add_event
 from shopkit.web import ApiModel, ok, path_id, read_model, request_id
 
@@ -71,6 +72,7 @@ async def _visible(conn: asyncpg.Connection, caller: Identity, order_id: uuid.UU
 
 
 @routes.get("/api/orders/{order_id}/tracking")
+@documented("Delivery tracking of your order", Access.USER, answer=Tracking)
 async def get_tracking(request: web.Request) -> web.Response:
     caller = require_user(request)
     async with request.app[POOL_KEY].acquire() as conn:
@@ -78,6 +80,8 @@ async def get_tracking(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/admin/orders/{order_id}/tracking")
+@documented("Set carrier details or add a checkpoint", Access.ADMIN, body=TrackingChange,
+            answer=Tracking)
 async def update_tracking(request: web.Request) -> web.Response:
     caller = require_admin(request)
     order_id = path_id(request, "order_id")

@@ -1,0 +1,82 @@
+"""The API as clients see it: `GET /api/openapi.json` merges the gateway's own operations with
+each service's public ones; `GET /api/docs` is Swagger UI, its assets served from the installed
+swagger-ui-py package (nothing fetched from the internet)."""
+
+import asyncio
+from importlib.metadata import version
+from importlib.resources import files
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from gateway.upstream import HTTP_KEY, SETTINGS_KEY
+from shopkit import errors
+from shopkit.openapi import OPENAPI_PATH, Access, describe, documented, merge
+
+DOCS_PATH = "/api/docs"
+SPEC_PATH = "/api/openapi.json"
+ASSETS_PATH = f"{DOCS_PATH}/static"
+SPEC_TIMEOUT_SECONDS = 5.0
+OWN_SPEC_KEY = web.AppKey("own_spec", dict)
+
+# Swagger UI's own index page, pointed at the merged spec.
+_PAGE = f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>shop API</title>
+  <link rel="stylesheet" href="{ASSETS_PATH}/swagger-ui.css">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="{ASSETS_PATH}/swagger-ui-bundle.js"></script>
+  <script>
+    window.onload = () => {{
+      window.ui = SwaggerUIBundle({{ url: "{SPEC_PATH}", dom_id: "#swagger-ui" }});
+    }};
+  </script>
+</body>
+</html>
+"""
+
+
+@documented("The OpenAPI 3.1 description of this API", Access.PUBLIC, tag="docs")
+async def api_description(request: web.Request) -> web.Response:
+    """Asked of the services on each call, so it always matches the versions running."""
+    upstreams = request.app[SETTINGS_KEY].upstreams()
+    specs = await asyncio.gather(
+        *(_service_description(request, name, url) for name, url in upstreams.items())
+    )
+    merged = merge(request.app[OWN_SPEC_KEY], dict(zip(upstreams, specs, strict=True)))
+    return web.Response(body=orjson.dumps(merged), content_type="application/json")
+
+
+async def _service_description(request: web.Request, name: str, base_url: str) -> dict[str, Any]:
+    try:
+        async with request.app[HTTP_KEY].get(
+            base_url + OPENAPI_PATH, timeout=aiohttp.ClientTimeout(total=SPEC_TIMEOUT_SECONDS)
+        ) as response:
+            response.raise_for_status()
+            return orjson.loads(await response.read())
+    except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as exc:
+        raise errors.ServiceUnavailable(
+            f"The {name} service cannot describe its API right now."
+        ) from exc
+
+
+@documented("Swagger UI for this API", Access.PUBLIC, tag="docs", media_type="text/html")
+async def api_docs(request: web.Request) -> web.Response:
+    return web.Response(text=_PAGE, content_type="text/html")
+
+
+async def _describe_gateway(app: web.Application) -> None:
+    app[OWN_SPEC_KEY] = describe(app, "shop API", version("shop"))
+
+
+def add_docs(app: web.Application) -> None:
+    app.on_startup.append(_describe_gateway)
+    app.router.add_get(SPEC_PATH, api_description)
+    app.router.add_get(DOCS_PATH, api_docs)
+    app.router.add_static(ASSETS_PATH, str(files("swagger_ui") / "static"))
