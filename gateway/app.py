@@ -33,6 +33,12 @@ LOCAL_PATHS = frozenset(
 )
 
 
+# The methods routes are served with. Any other (TRACE, ...) goes on anonymously, so the
+# service answers 405 with the methods it does allow there; no handler can run for it, and
+# every handler checks the caller's role again anyway.
+API_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
+
+
 class PingReport(ApiModel):
     status: Literal["ok", "degraded"]
     services: dict[str, str]
@@ -54,7 +60,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         raise errors.PayloadTooLarge()
     address = client_address(request, request.app[SETTINGS_KEY])
     caller = Identity(Role.ANONYMOUS, client_address=address)
-    if route.needs_token(request.method):
+    if request.method in API_METHODS and route.needs_token:
         caller = await authenticate(request, address)
         if route.access is Access.ADMIN and caller.role is not Role.ADMIN:
             raise errors.Forbidden()

@@ -5,7 +5,7 @@ percent-encoded) path that is forwarded, so what is checked is exactly what the 
 """
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from shopkit.openapi import Access
 
@@ -15,25 +15,20 @@ class Route:
     pattern: re.Pattern[str]
     service: str | None  # None: nobody serves it, answered 404 once access is checked
     access: Access
-    public_methods: frozenset[str] = field(default_factory=frozenset)
     streaming: bool = False
 
-    def needs_token(self, method: str) -> bool:
-        return self.access is not Access.PUBLIC and method not in self.public_methods
+    @property
+    def needs_token(self) -> bool:
+        return self.access is not Access.PUBLIC
 
 
 def _route(
-    pattern: str,
-    service: str | None,
-    access: Access,
-    public_methods: tuple[str, ...] = (),
-    streaming: bool = False,
+    pattern: str, service: str | None, access: Access, streaming: bool = False
 ) -> Route:
-    return Route(re.compile(pattern), service, access, frozenset(public_methods), streaming)
+    return Route(re.compile(pattern), service, access, streaming)
 
 
 _ID = r"[^/]+"
-READ = ("GET", "HEAD")
 
 ROUTES: tuple[Route, ...] = (
     _route(r"^/api/users/(register|login)$", "auth", Access.PUBLIC),
@@ -42,7 +37,8 @@ ROUTES: tuple[Route, ...] = (
     _route(rf"^/api/admin/orders/{_ID}/tracking$", "tracking", Access.ADMIN),
     _route(r"^/api/admin/(products|orders)(/.*)?$", "orders", Access.ADMIN),
     _route(r"^/api/admin(/.*)?$", None, Access.ADMIN),
-    _route(rf"^/api/products(/{_ID})?$", "orders", Access.USER, public_methods=READ),
+    # Only read there: the catalogue is public, and changes go through /api/admin/products.
+    _route(rf"^/api/products(/{_ID})?$", "orders", Access.PUBLIC),
     _route(r"^/api/addresses(/.*)?$", "orders", Access.USER),
     _route(rf"^/api/orders/{_ID}/tracking$", "tracking", Access.USER),
     _route(r"^/api/orders(/.*)?$", "orders", Access.USER),

@@ -27,6 +27,7 @@ from services.orders.settings import OrdersSettings
 from services.tracking.app import create_app as create_tracking
 from services.tracking.settings import TrackingSettings
 from shopkit.bootstrap import ServiceDatabase
+from shopkit.server import EnvelopeAppRunner
 
 # Tests use a database, roles and a virtual host of their own, recreated per run: durable
 # queues such as tracking.orders never mix with those of a `make run` on the same broker.
@@ -77,8 +78,15 @@ class System:
         return IDENTITY_SECRET.encode()
 
 
+class _Server(TestServer):
+    """A test server with the runner the components run under."""
+
+    async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
+        return EnvelopeAppRunner(self.app, **kwargs)
+
+
 async def _serve(app: web.Application) -> TestServer:
-    server = TestServer(app, host="127.0.0.1")
+    server = _Server(app, host="127.0.0.1")
     await server.start_server()
     return server
 
@@ -283,6 +291,15 @@ async def queue_settled(name: str) -> bool:
     )
     counts = dict(line.split() for line in output.splitlines() if line.strip())
     return counts.get(name) == "0"
+
+
+async def queue_consumers(name: str) -> int:
+    """How many consumers the queue has now, on every connection together."""
+    output = await _rabbitmqctl(
+        "list_queues", "-p", TEST_VHOST, "-q", "--no-table-headers", "name", "consumers"
+    )
+    counts = dict(line.split() for line in output.splitlines() if line.strip())
+    return int(counts.get(name, 0))
 
 
 async def place_order(

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import orjson
 import pytest
+import yarl
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -145,6 +146,26 @@ async def test_wrong_method_is_405_in_the_envelope(
         assert (await response.json())["code"] == "method_not_allowed"
 
 
+async def test_methods_nobody_serves_are_405_with_allow_even_without_a_token(
+    client: aiohttp.ClientSession,
+) -> None:
+    """No handler exists for them, so there is nothing to sign in for: the service says
+    which methods it does allow there."""
+    for method, path in [("PUT", "/api/products"), ("DELETE", f"/api/products/{uuid.uuid4()}"),
+                         ("TRACE", "/api/orders"), ("PROPFIND", "/api/admin/orders")]:
+        async with client.request(method, path) as response:
+            assert response.status == 405, (method, path)
+            assert (await response.json())["code"] == "method_not_allowed"
+            assert "GET" in response.headers["Allow"]
+
+
+async def test_standard_methods_on_guarded_paths_still_need_a_token_first(
+    client: aiohttp.ClientSession,
+) -> None:
+    async with client.put("/api/orders") as response:
+        assert response.status == 401
+
+
 async def test_bodies_over_one_mebibyte_are_413(client: aiohttp.ClientSession) -> None:
     big = b'{"email": "' + b"a" * (1024 * 1024) + b'"}'
     async with client.post(
@@ -159,6 +180,43 @@ async def test_bodies_over_one_mebibyte_are_413(client: aiohttp.ClientSession) -
 
     async with client.post("/api/users/register", data=chunks()) as response:
         assert response.status == 413
+
+
+async def _raw_request(base_url: str, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Sends bytes no HTTP client library would, and reads the whole answer."""
+    url = yarl.URL(base_url)
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        raw = await asyncio.wait_for(reader.read(), timeout=5)
+    finally:
+        writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in header_lines)
+    return int(status_line.split()[1]), headers, body
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        b"X-Big: " + b"a" * 9000 + b"\r\n",  # a header line over 8 KiB
+        b"".join(b"X-H%d: v\r\n" % n for n in range(200)),  # more than 128 headers
+        b"X-Nul: a\x00b\r\n",
+    ],
+    ids=["header-over-8-KiB", "200-headers", "nul-in-header"],
+)
+async def test_requests_over_the_header_limits_are_400_in_the_envelope(
+    system: System, headers: bytes
+) -> None:
+    request = b"GET /api/products HTTP/1.1\r\nHost: shop\r\n" + headers + b"\r\n"
+    status, answer_headers, body = await _raw_request(system.gateway_url, request)
+    assert status == 400
+    assert answer_headers["Content-Type"].startswith("application/json")
+    envelope = orjson.loads(body)
+    assert envelope["success"] is False and envelope["code"] == "bad_request"
+    assert envelope["requestId"]
 
 
 async def test_request_ids_are_kept_when_sane_and_replaced_otherwise(

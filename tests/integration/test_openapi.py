@@ -60,7 +60,7 @@ async def test_every_operation_in_the_spec_is_routed_to_a_component_that_serves_
         route = match_route(concrete(path))
         assert route is not None and route.service is not None, path
         assert (method, path) in served_by(system.apps[route.service]), (method, path)
-        enforced = route.access if route.needs_token(method) else Access.PUBLIC
+        enforced = route.access
         assert operation["x-access"] == enforced.value, (method, path)
         assert bool(operation["security"]) == (enforced is not Access.PUBLIC), (method, path)
 
