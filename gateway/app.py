@@ -8,6 +8,7 @@ import aiohttp
 from aiohttp import web
 
 from gateway.docs import DOCS_PATH, SPEC_PATH, add_docs
+from gateway.revocations import TOKEN_CACHE_KEY, token_cache
 from gateway.routes import Access, match_route
 from gateway.settings import GatewaySettings
 from gateway.upstream import (
@@ -66,7 +67,11 @@ async def proxy(request: web.Request) -> web.StreamResponse:
             raise errors.Forbidden()
     if route.service is None:
         raise errors.NotFound()
-    return await forward(request, route, caller)
+    response = await forward(request, route, caller)
+    if route.ends_sessions and response.status == 200 and caller.user_id is not None:
+        # Refused at once here; other instances hear auth.session_revoked.
+        request.app[TOKEN_CACHE_KEY].evict_users([caller.user_id])
+    return response
 
 
 @documented("Every service's readiness (503 and `degraded` when one is not ready)",
@@ -126,6 +131,13 @@ def create_app(settings: GatewaySettings) -> web.Application:
     app = web.Application(middlewares=base_middlewares("gateway"), client_max_size=MAX_BODY_BYTES)
     app[SETTINGS_KEY] = settings
     app.cleanup_ctx.append(_http_client)
+    app.cleanup_ctx.append(
+        token_cache(
+            settings.token_cache_seconds,
+            settings.token_cache_size,
+            settings.rabbitmq_url.get_secret_value(),
+        )
+    )
     app.router.add_get("/health/live", live)
     app.router.add_get("/health/ready", live)
     app.router.add_get("/api/ping", ping)

@@ -16,6 +16,7 @@ class Route:
     service: str | None  # None: nobody serves it, answered 404 once access is checked
     access: Access
     streaming: bool = False
+    ends_sessions: bool = False  # a 200 from it means sessions of the caller are gone
 
     @property
     def needs_token(self) -> bool:
@@ -23,9 +24,13 @@ class Route:
 
 
 def _route(
-    pattern: str, service: str | None, access: Access, streaming: bool = False
+    pattern: str,
+    service: str | None,
+    access: Access,
+    streaming: bool = False,
+    ends_sessions: bool = False,
 ) -> Route:
-    return Route(re.compile(pattern), service, access, streaming)
+    return Route(re.compile(pattern), service, access, streaming, ends_sessions)
 
 
 _ID = r"[^/]+"
@@ -33,6 +38,8 @@ _ID = r"[^/]+"
 ROUTES: tuple[Route, ...] = (
     _route(r"^/api/users/(register|login)$", "auth", Access.PUBLIC),
     _route(r"^/api/admin/login$", "auth", Access.PUBLIC),
+    _route(rf"^/api/users/(logout|logout-all|sessions/{_ID})$", "auth", Access.USER,
+           ends_sessions=True),
     _route(r"^/api/users(/.*)?$", "auth", Access.USER),
     _route(rf"^/api/admin/orders/{_ID}/tracking$", "tracking", Access.ADMIN),
     _route(r"^/api/admin/(products|orders)(/.*)?$", "orders", Access.ADMIN),

@@ -1,4 +1,4 @@
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from shopkit.settings import ComponentSettings
 
@@ -16,6 +16,11 @@ class GatewaySettings(ComponentSettings):
     # Only behind a proxy that sets X-Forwarded-For itself; otherwise clients could pick the
     # address their failed sign-ins are counted against.
     trust_forwarded_for: bool = False
+    # Validated tokens are remembered this long (0: ask auth every time); every instance
+    # evicts a user's tokens on auth.session_revoked, heard over RabbitMQ.
+    token_cache_seconds: float = Field(default=5.0, ge=0, le=300)
+    token_cache_size: int = Field(default=100_000, ge=1)
+    rabbitmq_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
 
     def upstreams(self) -> dict[str, str]:
         return {

@@ -113,7 +113,8 @@ async def running_system(
             urls[name] = str(server.make_url("")).rstrip("/")
         upstreams = {f"{name}_url": url for name, url in urls.items()}
         settings["gateway"] = GatewaySettings(
-            port=0, identity_secret=IDENTITY_SECRET, **{**upstreams, **overrides.get("gateway", {})}
+            port=0, identity_secret=IDENTITY_SECRET,
+            **{"rabbitmq_url": RABBITMQ_URL, **upstreams, **overrides.get("gateway", {})},
         )
         apps["gateway"] = create_gateway(settings["gateway"])
         gateway_server = await _serve(apps["gateway"])
@@ -122,6 +123,21 @@ async def running_system(
     finally:
         for server in reversed(servers):
             await server.close()
+
+
+@asynccontextmanager
+async def another_gateway(system: System, **overrides: Any) -> AsyncIterator[str]:
+    """A second gateway instance in front of the same services; yields its URL."""
+    upstreams = {f"{name}_url": url for name, url in system.service_urls.items()}
+    settings = GatewaySettings(
+        port=0, identity_secret=IDENTITY_SECRET,
+        **{"rabbitmq_url": RABBITMQ_URL, **upstreams, **overrides},
+    )
+    server = await _serve(create_gateway(settings))
+    try:
+        yield str(server.make_url("")).rstrip("/")
+    finally:
+        await server.close()
 
 
 async def register(

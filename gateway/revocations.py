@@ -1,0 +1,96 @@
+"""Every gateway instance hears every `auth.session_revoked`, and evicts that user's tokens.
+
+Each instance binds a queue of its own (server-named, exclusive: it goes when the connection
+goes) to `shop.events`, so the event reaches all instances, not one of them. The connection
+is not a robust one: the listener has to know the moment it goes deaf, because the cache must
+not be used while revocations could be missed (gateway/tokens.py).
+"""
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from uuid import UUID
+
+import aio_pika
+import orjson
+from aio_pika.abc import AbstractIncomingMessage
+from aiohttp import web
+
+from gateway.tokens import TokenCache
+from shopkit.events import EXCHANGE
+
+log = logging.getLogger("gateway.revocations")
+
+SESSION_REVOKED = "auth.session_revoked"
+TOKEN_CACHE_KEY = web.AppKey("token_cache", TokenCache)
+
+
+async def listen(url: str, cache: TokenCache) -> None:
+    """Runs until cancelled, reconnecting with backoff whenever RabbitMQ goes away."""
+    delay = 0.2
+    while True:
+        try:
+            await _listen_once(url, cache)
+            delay = 0.2
+        except (OSError, TimeoutError, aio_pika.exceptions.AMQPError, RuntimeError) as exc:
+            log.warning("revocations unheard, token cache off: %s", type(exc).__name__)
+        finally:
+            cache.listening = False
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 5.0)
+
+
+async def _listen_once(url: str, cache: TokenCache) -> None:
+    closed = asyncio.Event()
+    connection = await aio_pika.connect(url, timeout=5)
+    connection.close_callbacks.add(lambda *_: _deafened(cache, closed))
+    try:
+        channel = await connection.channel()
+        exchange = await channel.declare_exchange(EXCHANGE, aio_pika.ExchangeType.TOPIC,
+                                                  durable=True)
+        queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
+        await queue.bind(exchange, routing_key=SESSION_REVOKED)
+        await queue.consume(lambda message: _on_revoked(cache, message), no_ack=True)
+        # Whatever was revoked before this moment went unheard: start from nothing.
+        cache.clear()
+        cache.listening = True
+        log.info("hearing revocations, token cache on")
+        await closed.wait()
+    finally:
+        await connection.close()
+
+
+def _deafened(cache: TokenCache, closed: asyncio.Event) -> None:
+    cache.listening = False
+    closed.set()
+
+
+async def _on_revoked(cache: TokenCache, message: AbstractIncomingMessage) -> None:
+    try:
+        user_id = UUID(orjson.loads(message.body)["data"]["userId"])
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        # Unreadable, so whose tokens it meant is unknown: forget them all.
+        log.warning("unreadable %s event; token cache emptied", SESSION_REVOKED)
+        cache.clear()
+        return
+    cache.evict_users([user_id])
+
+
+def token_cache(
+    ttl_seconds: float, max_entries: int, rabbitmq_url: str
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The cleanup context: a cache, and its listener for the app's lifetime (none when the
+    cache is off)."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        cache = TokenCache(ttl_seconds, max_entries)
+        app[TOKEN_CACHE_KEY] = cache
+        if ttl_seconds <= 0:
+            yield
+            return
+        task = asyncio.create_task(listen(rabbitmq_url, cache), name="revocations")
+        yield
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    return ctx
