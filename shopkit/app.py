@@ -42,12 +42,15 @@ NOT_FROM_GATEWAY = "This service only answers requests that come through the gat
 UNGUARDED_PATHS = ("/health/", METRICS_PATH, OPENAPI_PATH)
 
 
-def identity_middleware(settings: ServiceSettings) -> Callable[..., object]:
+def identity_middleware(
+    settings: ServiceSettings, unguarded: tuple[str, ...] = ()
+) -> Callable[..., object]:
     secret = settings.identity_secret.get_secret_value().encode()
+    open_paths = UNGUARDED_PATHS + unguarded
 
     @web.middleware
     async def check_identity(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not request.path.startswith(UNGUARDED_PATHS):
+        if not request.path.startswith(open_paths):
             try:
                 request[IDENTITY_KEY] = verify_identity(
                     request.headers.get(IDENTITY_HEADER),
@@ -177,9 +180,11 @@ def service_app(
     migrations: Sequence[MigrationSet],
     routes: Iterable[web.AbstractRouteDef],
     subscriptions: Sequence[Subscription] = (),
+    unguarded: tuple[str, ...] = (),
 ) -> web.Application:
+    """`unguarded`: paths of the service's own that answer without a gateway identity."""
     app = web.Application(
-        middlewares=[*base_middlewares(name), identity_middleware(settings)],
+        middlewares=[*base_middlewares(name), identity_middleware(settings, unguarded)],
         client_max_size=MAX_BODY_BYTES,
     )
     app[SETTINGS_KEY] = settings

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from services.auth import queries
 from services.auth.passwords import Passwords
-from services.auth.routes import PASSWORDS_KEY, routes
+from services.auth.routes import CHECK_PATH, PASSWORDS_KEY, front_proxy_routes, routes
 from services.auth.settings import AuthSettings
 from shopkit.app import POOL_KEY, SETTINGS_KEY, service_app
 from shopkit.migrations import service_migrations
@@ -36,7 +36,11 @@ async def _passwords(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: AuthSettings) -> web.Application:
-    app = service_app(NAME, settings, MIGRATIONS, routes)
+    if settings.front_proxy_check:
+        app = service_app(NAME, settings, MIGRATIONS, [*routes, *front_proxy_routes],
+                          unguarded=(CHECK_PATH,))
+    else:
+        app = service_app(NAME, settings, MIGRATIONS, routes)
     app.cleanup_ctx.append(_passwords)
     app.cleanup_ctx.append(
         periodic("session-sweep", settings.session_sweep_interval_seconds, sweep_expired_sessions)

@@ -15,7 +15,7 @@ from services.auth.settings import AuthSettings
 from shopkit import errors
 from shopkit.app import POOL_KEY, SETTINGS_KEY, identity, require_user
 from shopkit.events import Event
-from shopkit.identity import Identity, Role
+from shopkit.identity import IDENTITY_HEADER, Identity, Role, sign_identity
 from shopkit.openapi import Access, documented
 from shopkit.outbox import add_event
 from shopkit.pagination import PageOf, PageQuery, cursor_time, cursor_uuid, page_of
@@ -24,7 +24,9 @@ from shopkit.web import ApiModel, ok, path_id, read_model, request_id
 log = logging.getLogger("services.auth")
 
 PASSWORDS_KEY = web.AppKey("passwords", Passwords)
+CHECK_PATH = "/internal/sessions/check"
 routes = web.RouteTableDef()
+front_proxy_routes = web.RouteTableDef()
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 
@@ -246,21 +248,47 @@ async def revoke_session(request: web.Request) -> web.Response:
 async def validate_token(request: web.Request) -> web.Response:
     """The gateway's question: whose token is this? 401 when none, or no longer, valid."""
     body = await read_model(request, ValidateRequest)
-    if not domain.looks_like_token(body.token):
-        raise errors.Unauthorized()
-    pool = request.app[POOL_KEY]
-    session = await queries.session_by_token(pool, domain.token_hash(body.token))
-    if session is None:
-        raise errors.Unauthorized()
-    if session["expired"]:
-        await queries.delete_session(pool, session["user_id"], session["id"])
-        raise errors.Unauthorized("The session has expired; sign in again.")
+    session = await _live_session(request.app[POOL_KEY], body.token)
     return ok(
         Validated(
             user_id=session["user_id"], role=session["role"], session_id=session["id"],
             expires_at=session["expires_at"],
         )
     )
+
+
+async def _live_session(pool: asyncpg.Pool, token: str) -> asyncpg.Record:
+    """The token's session; 401 when there is none, or no longer (an expired one is deleted)."""
+    if not domain.looks_like_token(token):
+        raise errors.Unauthorized()
+    session = await queries.session_by_token(pool, domain.token_hash(token))
+    if session is None:
+        raise errors.Unauthorized()
+    if session["expired"]:
+        await queries.delete_session(pool, session["user_id"], session["id"])
+        raise errors.Unauthorized("The session has expired; sign in again.")
+    return session
+
+
+@front_proxy_routes.get(CHECK_PATH)
+async def check_for_front_proxy(request: web.Request) -> web.Response:
+    """nginx `auth_request` in place of the gateway: checks the client's bearer token, its role
+    for `/api/admin/`, and answers 204 with the identity signed for the original method and URI.
+    The identity covers an empty body only, so it admits body-less requests alone."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        raise errors.Unauthorized()
+    session = await _live_session(request.app[POOL_KEY], token.strip())
+    target = request.headers.get("X-Original-URI", "/")
+    if target.startswith("/api/admin/") and session["role"] != Role.ADMIN:
+        raise errors.Forbidden()
+    caller = Identity(
+        Role(session["role"]), session["user_id"], session["id"],
+        client_address=request.headers.get("X-Real-IP"),
+    )
+    secret = request.app[SETTINGS_KEY].identity_secret.get_secret_value().encode()
+    signed = sign_identity(caller, secret, request.headers.get("X-Original-Method", "GET"), target)
+    return web.Response(status=204, headers={IDENTITY_HEADER: signed})
 
 
 async def _announce_revoked(

@@ -18,3 +18,6 @@ class AuthSettings(ServiceSettings):
     argon2_memory_kib: int = Field(default=19 * 1024, ge=19 * 1024)
     argon2_time_cost: int = Field(default=2, ge=2)
     argon2_parallelism: int = Field(default=1, ge=1)
+    # GET /internal/sessions/check, for a front proxy that cannot sign identities itself
+    # (nginx auth_request): off unless such a proxy stands in for the gateway.
+    front_proxy_check: bool = False

@@ -1,0 +1,57 @@
+"""GET /internal/sessions/check: what nginx `auth_request` asks when it stands in for the gateway
+(the benchmark's peer). Off by default."""
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from shopkit.identity import IDENTITY_HEADER
+from tests.conftest import unique_email
+from tests.system import System, bearer, login, register, running_system
+
+CHECK = "/internal/sessions/check"
+
+
+@pytest.fixture(scope="module")
+async def checking_system(databases) -> AsyncIterator[System]:
+    async with running_system(databases, auth={"front_proxy_check": True}) as system:
+        yield system
+
+
+async def _check(auth_url: str, token: str, method: str, uri: str) -> aiohttp.ClientResponse:
+    async with aiohttp.ClientSession() as session, session.get(
+        auth_url + CHECK,
+        headers={**bearer(token), "X-Original-Method": method, "X-Original-URI": uri},
+    ) as response:
+        await response.read()
+        return response
+
+
+async def test_a_valid_token_gets_an_identity_the_services_accept(
+    checking_system: System,
+) -> None:
+    auth_url = checking_system.service_urls["auth"]
+    async with aiohttp.ClientSession(base_url=checking_system.gateway_url) as client:
+        email = unique_email()
+        await register(client, email)
+        token = await login(client, email)
+    checked = await _check(auth_url, token, "GET", "/api/users/me")
+    assert checked.status == 204
+    identity = checked.headers[IDENTITY_HEADER]
+    async with aiohttp.ClientSession() as direct:
+        async with direct.get(auth_url + "/api/users/me",
+                              headers={IDENTITY_HEADER: identity}) as response:
+            assert response.status == 200
+            assert (await response.json())["data"]["email"] == email
+        # Signed for that method and URI with no body: nothing else.
+        async with direct.post(auth_url + "/api/users/logout", json={},
+                               headers={IDENTITY_HEADER: identity}) as response:
+            assert response.status == 401
+    assert (await _check(auth_url, token, "GET", "/api/admin/orders")).status == 403
+    assert (await _check(auth_url, "not-a-token", "GET", "/api/users/me")).status == 401
+
+
+async def test_it_is_not_served_unless_turned_on(system: System) -> None:
+    response = await _check(system.service_urls["auth"], "x" * 43, "GET", "/api/users/me")
+    assert response.status == 401  # no identity, no such route: refused like any other call
