@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 ENV := scripts/with-env
 
-.PHONY: run test lint setup infra db admin clean
+.PHONY: run test bench lint setup infra db admin clean
 
 $(VENV)/.installed: pyproject.toml
 	@PYTHON=$(PYTHON) scripts/ensure-venv $(VENV)
@@ -31,6 +31,12 @@ test: setup infra
 	@$(ENV) scripts/ensure-compose-parser
 	$(ENV) ruff check .
 	$(ENV) python -m pytest $(PYTEST_ARGS)
+
+# make bench: the system as `make run` starts it, measured against nginx auth_request with wrk;
+# results in docs/benchmarks.md (BENCH_ARGS='--runs 5 --seconds 10' for longer runs).
+bench: db
+	@scripts/ensure-bench-tools
+	$(ENV) python -m bench $(BENCH_ARGS)
 
 # ADMIN_PASSWORD=... make admin EMAIL=you@example.com : an admin account for `make run`'s system.
 admin: db
