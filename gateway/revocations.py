@@ -7,6 +7,7 @@ not be used while revocations could be missed (gateway/tokens.py).
 """
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from uuid import UUID
@@ -57,7 +58,9 @@ async def _listen_once(url: str, cache: TokenCache) -> None:
         log.info("hearing revocations, token cache on")
         await closed.wait()
     finally:
-        await connection.close()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(5):  # a broker that never answers must not hold us
+                await connection.close()
 
 
 def _deafened(cache: TokenCache, closed: asyncio.Event) -> None:
@@ -91,6 +94,6 @@ def token_cache(
         task = asyncio.create_task(listen(rabbitmq_url, cache), name="revocations")
         yield
         task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await asyncio.wait({task}, timeout=10)
 
     return ctx

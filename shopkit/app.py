@@ -128,6 +128,13 @@ def _outbox_relay(schema: str) -> list[Callable[[web.Application], AsyncIterator
     return [background(f"{schema}-outbox-relay", run), periodic("outbox-prune", 600, prune)]
 
 
+async def _stop_consumers(app: web.Application) -> None:
+    """On shutdown, once the listening socket is closed and before the wait for requests in
+    flight: a process on its way out takes no more events; the queue gives them to others."""
+    timeout = app[SETTINGS_KEY].shutdown_timeout_seconds
+    await asyncio.gather(*(consumer.stop(timeout) for consumer in app[CONSUMERS_KEY]))
+
+
 def _consumer(subscription: Subscription) -> Callable[[web.Application], AsyncIterator[None]]:
     """Consumes for the app's lifetime. At shutdown it stops taking messages; those in flight
     and not yet acknowledged are redelivered (to this queue's other consumers, or later)."""
@@ -194,6 +201,7 @@ def service_app(
     app.cleanup_ctx.extend(_outbox_relay(name))
     for subscription in subscriptions:
         app.cleanup_ctx.append(_consumer(subscription))
+    app.on_shutdown.append(_stop_consumers)
     app.router.add_get("/health/live", live)
     app.router.add_get("/health/ready", ready)
     add_metrics(app, _pool_gauges(name), _outbox_gauges(name))

@@ -6,6 +6,7 @@ Readiness reports the broker as down meanwhile, and a publish fails fast with 50
 """
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -104,4 +105,7 @@ class Broker:
             self._connecting.cancel()
             await asyncio.gather(self._connecting, return_exceptions=True)
         if self._connection is not None:
-            await self._connection.close()
+            # Bounded, so a broker that never answers cannot hold the shutdown.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(5):
+                    await self._connection.close()

@@ -31,6 +31,7 @@ from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
     AbstractIncomingMessage,
+    AbstractQueue,
     AbstractRobustConnection,
 )
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -42,6 +43,7 @@ from shopkit.metrics import EVENTS_CONSUMED, EVENTS_DEAD_LETTERED, EVENTS_RETRIE
 from shopkit.settings import ServiceSettings
 
 log = logging.getLogger("shopkit.consumer")
+CLOSE_TIMEOUT_SECONDS = 5.0
 
 DEAD_LETTER_EXCHANGE = "shop.dead-letter"
 RETRIES_HEADER = "x-retries"
@@ -169,7 +171,14 @@ class Consumer:
         self._subscription = subscription
         self._connection: AbstractRobustConnection | None = None
         self._publisher: AbstractExchange | None = None
+        self._queue: AbstractQueue | None = None
+        self._consumer_tag: str | None = None
         self._consuming = False
+        self._stopping = False
+        self._finish_by: float | None = None
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     @property
     def queue(self) -> str:
@@ -191,13 +200,46 @@ class Consumer:
                 log.warning("consumer not running: %s; retrying", type(exc).__name__,
                             extra={"queue": self.queue})
             finally:
-                self._consuming = False
-                if self._connection is not None:
-                    with contextlib.suppress(Exception):
-                        await self._connection.close()
-                    self._connection = None
+                await self._finish_in_flight()
+                await self._disconnect()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+    async def stop(self, finish_within: float) -> None:
+        """Takes no more messages: the process is shutting down. Those being handled get
+        `finish_within` seconds from now to finish: `run`, when cancelled, waits for them
+        before it closes the connection. Whatever is unacknowledged then is redelivered."""
+        self._stopping = True
+        self._consuming = False
+        self._finish_by = asyncio.get_running_loop().time() + finish_within
+        if self._queue is not None and self._consumer_tag is not None:
+            try:
+                await self._queue.cancel(self._consumer_tag, timeout=finish_within)
+            except Exception as exc:  # the broker is gone: it delivers nothing more anyway
+                log.warning("consumer not cancelled: %s", type(exc).__name__,
+                            extra={"queue": self.queue})
+        log.info("stopped consuming", extra={"queue": self.queue})
+
+    async def _finish_in_flight(self) -> None:
+        if self._finish_by is None:  # not stopping: the connection failed, nothing to wait for
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(self._finish_by):
+                await self._idle.wait()
+        if self._in_flight:
+            log.warning("messages left unfinished", extra={"queue": self.queue,
+                                                           "count": self._in_flight})
+
+    async def _disconnect(self) -> None:
+        self._consuming = False
+        self._queue = self._consumer_tag = None
+        if self._connection is not None:
+            # Bounded: a close that never hears back from the broker must not hold the
+            # shutdown; the connection goes with the process anyway.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
+                    await self._connection.close()
+            self._connection = None
 
     async def _consume(self) -> None:
         self._connection = await aio_pika.connect_robust(
@@ -211,12 +253,29 @@ class Consumer:
         await channel.set_qos(prefetch_count=self._settings.consumer_prefetch)
         await declare_topology(channel, self._subscription)
         queue = await channel.get_queue(self.queue)
-        await queue.consume(self._on_message)
-        self._consuming = True
-        log.info("consuming", extra={"queue": self.queue})
+        if not self._stopping:  # stopped while connecting: nothing to take any more
+            self._consumer_tag = await queue.consume(self._on_message)
+            self._queue = queue
+            self._consuming = True
+            log.info("consuming", extra={"queue": self.queue})
         await asyncio.Future()  # until cancelled
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        if self._stopping:
+            # Delivered between our cancel and the broker's answer: back to the queue at once
+            # for another consumer, rather than started while the process shuts down.
+            await message.nack(requeue=True)
+            return
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            await self._handle(message)
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+
+    async def _handle(self, message: AbstractIncomingMessage) -> None:
         try:
             event = parse(message, self._subscription)
             await self._apply(event)

@@ -1,21 +1,35 @@
 """Starts one component in the foreground; SIGTERM or SIGINT shuts it down gracefully.
 
-On a signal aiohttp stops accepting connections, lets in-flight requests finish for up to
-`shutdown_timeout_seconds`, then runs the cleanup contexts (background tasks, broker, pool).
+On a signal the process stops listening and its consumers stop taking events (those being
+handled finish), requests in flight get up to `shutdown_timeout_seconds` to finish (a request
+still running then, such as an event stream, is cancelled), and then the cleanup contexts run
+(background tasks, broker, pool). The process exits 0.
+
+It serves with the kit's `EnvelopeAppRunner`, as the tests do, so that requests the HTTP parser
+refuses get the JSON envelope from the real processes too (`web.run_app` has no say in that).
 """
 
+import asyncio
 import logging
+import signal
 from collections.abc import Callable
 from typing import TypeVar
 
 from aiohttp import web
 
 from shopkit.logs import configure_logging
+from shopkit.server import EnvelopeAppRunner
 from shopkit.settings import ComponentSettings
 
 log = logging.getLogger("shopkit.runner")
 
 S = TypeVar("S", bound=ComponentSettings)
+
+# What web.run_app keeps an idle client connection open for.
+KEEPALIVE_TIMEOUT_SECONDS = 75.0
+# How long the cleanup (background tasks, broker, pool) may take after the requests' time
+# before the process reports itself stuck.
+CLEANUP_SECONDS = 5.0
 
 
 def serve(
@@ -23,11 +37,49 @@ def serve(
 ) -> None:
     configure_logging(component, settings.log_level)
     log.info("starting", extra={"host": settings.host, "port": settings.port})
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
+    asyncio.run(_serve(create_app(settings), settings))
+    log.info("stopped")
+
+
+async def _serve(app: web.Application, settings: ComponentSettings) -> None:
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    runner = EnvelopeAppRunner(
+        app,
         access_log=None,
-        shutdown_timeout=settings.shutdown_timeout_seconds,
-        print=None,
+        keepalive_timeout=KEEPALIVE_TIMEOUT_SECONDS,
+        # aiohttp waits this long for the requests in flight, then as long again for those
+        # that outlive the first wait (streams) before cancelling them: half of ours each, so
+        # the process is done within shutdown_timeout_seconds.
+        shutdown_timeout=settings.shutdown_timeout_seconds / 2,
     )
+    try:
+        # A start that fails half-way still closes what it opened (cleanup contexts entered).
+        await runner.setup()
+        await web.TCPSite(runner, settings.host, settings.port).start()
+        await stopping.wait()
+    finally:
+        overdue = loop.call_later(settings.shutdown_timeout_seconds + CLEANUP_SECONDS, _overdue)
+        try:
+            await runner.cleanup()
+        finally:
+            overdue.cancel()
+
+
+def _overdue() -> None:
+    """A shutdown that hangs ends in SIGKILL from whoever waits for it: say where it hangs."""
+    tasks = asyncio.all_tasks()
+    stuck = {task.get_name(): " > ".join(_awaiting(task.get_coro())) for task in tasks}
+    log.error("shutdown overdue", extra={"tasks": stuck})
+
+
+def _awaiting(coro: object) -> list[str]:
+    """Where a coroutine waits, outermost first (a task's own stack shows only its top frame)."""
+    where = []
+    while (frame := getattr(coro, "cr_frame", None)) is not None:
+        where.append(f"{frame.f_code.co_qualname} line {frame.f_lineno}")
+        coro = getattr(coro, "cr_await", None)
+    return where
+

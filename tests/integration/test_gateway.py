@@ -18,6 +18,7 @@ from shopkit.identity import IDENTITY_HEADER, Identity, Role, sign_identity
 from tests.conftest import unique_email
 from tests.system import (
     System,
+    another_gateway,
     bearer,
     create_product,
     register,
@@ -271,10 +272,10 @@ async def test_a_down_upstream_is_503_and_named_by_ping(databases) -> None:
             assert "orders" in body["error"]
 
 
-async def test_auth_down_is_503_not_401(databases) -> None:
+async def test_auth_down_is_503_not_401(system: System) -> None:
     closed = f"http://127.0.0.1:{_free_port()}"
-    async with running_system(databases, gateway={"auth_url": closed}) as own, \
-            aiohttp.ClientSession(base_url=own.gateway_url) as client, \
+    async with another_gateway(system, auth_url=closed) as url, \
+            aiohttp.ClientSession(base_url=url) as client, \
             client.get("/api/users/me", headers=bearer("x" * 43)) as response:
         assert response.status == 503
         assert (await response.json())["code"] == "service_unavailable"

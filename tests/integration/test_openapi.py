@@ -13,7 +13,7 @@ from gateway.app import proxy
 from gateway.routes import ROUTES, Access, match_route
 from shopkit.app import NOT_FROM_GATEWAY
 from shopkit.openapi import documented_routes
-from tests.system import SERVICES, System, running_system
+from tests.system import SERVICES, System, another_gateway
 
 METHODS = ("get", "put", "post", "delete", "patch")
 _PLACEHOLDER = re.compile(r"\{[^}]+\}")
@@ -143,12 +143,11 @@ async def test_a_service_describes_itself_but_still_answers_only_the_gateway(
 
 
 async def test_the_spec_is_503_not_partial_while_a_service_cannot_be_asked(
-    databases: dict[str, Any],
+    system: System,
 ) -> None:
-    unreachable = {"tracking_url": "http://127.0.0.1:9"}
     async with (
-        running_system(databases, gateway=unreachable) as broken,
-        aiohttp.ClientSession(base_url=broken.gateway_url) as client,
+        another_gateway(system, tracking_url="http://127.0.0.1:9") as url,
+        aiohttp.ClientSession(base_url=url) as client,
         client.get("/api/openapi.json") as response,
     ):
         body = await response.json()

@@ -1,7 +1,7 @@
 """The gateway's token cache: what bounds the staleness of a remembered answer."""
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from gateway.tokens import TokenCache, Validated
 from shopkit.identity import Role
