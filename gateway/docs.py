@@ -3,7 +3,6 @@ each service's public ones; `GET /api/docs` is Swagger UI, its assets served fro
 swagger-ui-py package (nothing fetched from the internet)."""
 
 import asyncio
-from importlib.metadata import version
 from importlib.resources import files
 from typing import Any
 
@@ -13,13 +12,19 @@ from aiohttp import web
 
 from gateway.upstream import HTTP_KEY, SETTINGS_KEY
 from shopkit import errors
-from shopkit.openapi import OPENAPI_PATH, Access, describe, documented, merge
+from shopkit.openapi import (
+    OPENAPI_PATH,
+    SPEC_KEY,
+    Access,
+    describe_at_startup,
+    documented,
+    merge,
+)
 
 DOCS_PATH = "/api/docs"
 SPEC_PATH = "/api/openapi.json"
 ASSETS_PATH = f"{DOCS_PATH}/static"
 SPEC_TIMEOUT_SECONDS = 5.0
-OWN_SPEC_KEY = web.AppKey("own_spec", dict)
 
 # Swagger UI's own index page, pointed at the merged spec.
 _PAGE = f"""<!DOCTYPE html>
@@ -49,7 +54,7 @@ async def api_description(request: web.Request) -> web.Response:
     specs = await asyncio.gather(
         *(_service_description(request, name, url) for name, url in upstreams.items())
     )
-    merged = merge(request.app[OWN_SPEC_KEY], dict(zip(upstreams, specs, strict=True)))
+    merged = merge(request.app[SPEC_KEY], dict(zip(upstreams, specs, strict=True)))
     return web.Response(body=orjson.dumps(merged), content_type="application/json")
 
 
@@ -71,12 +76,8 @@ async def api_docs(request: web.Request) -> web.Response:
     return web.Response(text=_PAGE, content_type="text/html")
 
 
-async def _describe_gateway(app: web.Application) -> None:
-    app[OWN_SPEC_KEY] = describe(app, "shop API", version("shop"))
-
-
 def add_docs(app: web.Application) -> None:
-    app.on_startup.append(_describe_gateway)
+    describe_at_startup(app, "shop API")
     app.router.add_get(SPEC_PATH, api_description)
     app.router.add_get(DOCS_PATH, api_docs)
     app.router.add_static(ASSETS_PATH, str(files("swagger_ui") / "static"))

@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from importlib.metadata import version
 from typing import Any, Literal, TypeVar
 
 from aiohttp import web
@@ -18,6 +19,7 @@ from pydantic.alias_generators import to_camel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 OPENAPI_PATH = "/openapi.json"
+SPEC_KEY = web.AppKey("openapi_spec", dict)
 SCHEMA_REF = "#/components/schemas/{model}"
 _OPERATION_ATTR = "__openapi_operation__"
 _PATH_PARAM = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")
@@ -142,14 +144,21 @@ def describe(app: web.Application, title: str, version: str = "1.0.0") -> dict[s
     }
 
 
+def describe_at_startup(app: web.Application, title: str) -> None:
+    """The app's spec in `app[SPEC_KEY]`, built once its routes are final."""
+
+    async def build(app: web.Application) -> None:
+        app[SPEC_KEY] = describe(app, title, version("shop"))
+
+    app.on_startup.append(build)
+
+
 def serve_description(app: web.Application, title: str) -> None:
-    """`GET /openapi.json`: the app's own spec, built once on first use."""
-    built: dict[str, Any] = {}
+    """`GET /openapi.json`: the app's own spec."""
+    describe_at_startup(app, title)
 
     async def spec(request: web.Request) -> web.Response:
-        if not built:
-            built.update(describe(request.app, title))
-        return web.json_response(built)
+        return web.json_response(request.app[SPEC_KEY])
 
     app.router.add_get(OPENAPI_PATH, spec)
 
@@ -168,7 +177,7 @@ def _schemas(operations: Iterable[Operation]) -> tuple[dict[Pair, dict], dict[st
         ref_template=SCHEMA_REF,
         by_alias=True,
     )
-    return {pair: ref for pair, ref in refs.items()}, top.get("$defs", {})
+    return dict(refs), top.get("$defs", {})
 
 
 def _operation(
