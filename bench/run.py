@@ -18,6 +18,9 @@ import signal
 import statistics
 import subprocess
 import time
+import urllib.error
+import urllib.request
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -107,9 +110,6 @@ def running_nginx(log_dir: Path) -> Iterator[None]:
 
 
 def _wait_for(url: str, process: subprocess.Popen, log_dir: Path, seconds: float = 60) -> None:
-    import urllib.error
-    import urllib.request
-
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -238,13 +238,17 @@ async def prepare(customers: int, products: int, stock: int) -> tuple[list[Custo
 async def stock_and_orders(customers: list[Customer], products: list[str]) -> tuple[int, int]:
     """Stock taken from the bench products, and units in the bench customers' orders."""
     conn = await asyncpg.connect(_shop_admin_dsn())
+    # One snapshot for both: an order still in flight when wrk stops commits its stock and
+    # its items together, and two separate reads could straddle it.
     try:
-        stock = await conn.fetchval(
-            "SELECT sum(stock) FROM orders.products WHERE id = any($1::uuid[])", products)
-        ordered = await conn.fetchval(
-            """SELECT coalesce(sum(i.quantity), 0) FROM orders.order_items i
-               JOIN orders.orders o ON o.id = i.order_id WHERE o.user_id = any($1::uuid[])""",
-            [c.user_id for c in customers])
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            stock = await conn.fetchval(
+                "SELECT sum(stock) FROM orders.products WHERE id = any($1::uuid[])", products)
+            ordered = await conn.fetchval(
+                """SELECT coalesce(sum(i.quantity), 0) FROM orders.order_items i
+                   JOIN orders.orders o ON o.id = i.order_id
+                   WHERE o.user_id = any($1::uuid[])""",
+                [c.user_id for c in customers])
     finally:
         await conn.close()
     return int(stock), int(ordered)
@@ -252,15 +256,11 @@ async def stock_and_orders(customers: list[Customer], products: list[str]) -> tu
 
 def signed(customer: Customer, path: str) -> dict[str, str]:
     """The identity the gateway would sign for this GET; good for IDENTITY_MAX_AGE_SECONDS."""
-    caller = Identity(Role.USER, _uuid(customer.user_id), _uuid(customer.session_id), "127.0.0.1")
+    caller = Identity(
+        Role.USER, uuid.UUID(customer.user_id), uuid.UUID(customer.session_id), "127.0.0.1"
+    )
     secret = os.environ["IDENTITY_SECRET"].encode()
     return {IDENTITY_HEADER: sign_identity(caller, secret, "GET", path)}
-
-
-def _uuid(value: str) -> Any:
-    import uuid
-
-    return uuid.UUID(value)
 
 
 # Scenarios -------------------------------------------------------------------------------
