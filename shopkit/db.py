@@ -75,11 +75,22 @@ async def _json_codecs(conn: asyncpg.Connection) -> None:
     )
 
 
+class StatelessConnection(asyncpg.Connection):
+    """A pool connection that holds no session state between uses: only transaction-scoped
+    locks, no LISTEN, no SET, no cursors. So the reset query asyncpg sends on every release
+    (a round trip each time) has nothing to undo and is left out; an open transaction is still
+    rolled back on release."""
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
 async def create_pool(settings: ServiceSettings, schema: str) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
         min_size=settings.db_pool_min_size,
         max_size=settings.db_pool_max_size,
         init=_json_codecs,
+        connection_class=StatelessConnection,
         **_connect_options(settings, schema),
     )
     assert pool is not None

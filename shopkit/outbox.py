@@ -38,23 +38,23 @@ def channel_for(schema: str) -> str:
 async def add_event(
     conn: asyncpg.Connection, event: Event, aggregate_id: str, request_id: str | None
 ) -> None:
-    """Adds `event` to the outbox inside the caller's open transaction.
+    """Adds `event` to the outbox inside the caller's open transaction, in one round trip.
 
-    The aggregate's advisory lock, held to commit, makes transactions writing events of one
-    aggregate take their outbox ids in commit order; the relay relies on that order.
+    The aggregate's advisory lock, taken before the row (and so its id) is made and held to
+    commit, makes transactions writing events of one aggregate take their outbox ids in commit
+    order; the relay relies on that order. The NOTIFY is delivered at commit, and only if the
+    transaction commits: it wakes the relays at once.
     """
     await conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"outbox:{aggregate_id}"
-    )
-    await conn.execute(
         """
+        WITH locked AS (SELECT pg_advisory_xact_lock(hashtextextended($3, 0)))
         INSERT INTO outbox (event_id, event_type, aggregate_id, body, request_id)
-        VALUES ($1, $2, $3, $4, $5)
+        SELECT $1, $2, $6, $4, $5 FROM locked
+        RETURNING pg_notify(current_schema() || '_outbox', '')
         """,
-        event.id, event.type, aggregate_id, event.envelope(), request_id,
+        event.id, event.type, f"outbox:{aggregate_id}", event.envelope(), request_id,
+        aggregate_id,
     )
-    # Delivered at commit, and only if the transaction commits: wakes the relays at once.
-    await conn.execute("SELECT pg_notify(current_schema() || '_outbox', '')")
 
 
 @dataclass
@@ -124,32 +124,28 @@ class OutboxRelay:
         return len(published)
 
     async def _claim(self, conn: asyncpg.Connection) -> list[_Row]:
-        """Locks a batch of pending rows, minus aggregates another relay is still publishing."""
+        """Locks a batch of pending rows, minus aggregates another relay is still publishing.
+
+        An earlier pending row of an aggregate that is not in our batch is locked by another
+        relay (rows of one aggregate are committed in id order): that aggregate's rows stay
+        locked by us but wait for the next pass. One statement, one round trip.
+        """
         rows = await conn.fetch(
             """
-            SELECT id, event_id, event_type, aggregate_id, body::text AS body, request_id
-            FROM outbox WHERE published_at IS NULL
-            ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
+            WITH claimed AS (
+                SELECT id, event_id, event_type, aggregate_id, body::text AS body, request_id
+                FROM outbox WHERE published_at IS NULL
+                ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
+            )
+            SELECT * FROM claimed c WHERE NOT EXISTS (
+                SELECT FROM outbox o
+                WHERE o.published_at IS NULL AND o.aggregate_id = c.aggregate_id
+                  AND o.id < c.id AND o.id NOT IN (SELECT id FROM claimed)
+            )
+            ORDER BY id
             """,
             self._settings.outbox_batch_size,
         )
-        if not rows:
-            return []
-        # An earlier pending row we did not get is locked by another relay (rows of one
-        # aggregate are committed in id order): its aggregate waits for the next pass.
-        busy = {
-            r["aggregate_id"]
-            for r in await conn.fetch(
-                """
-                SELECT DISTINCT aggregate_id FROM outbox
-                WHERE published_at IS NULL AND aggregate_id = ANY($1::text[])
-                  AND id < $2 AND NOT id = ANY($3::bigint[])
-                """,
-                list({r["aggregate_id"] for r in rows}),
-                rows[-1]["id"],
-                [r["id"] for r in rows],
-            )
-        }
         return [
             _Row(
                 r["id"],
@@ -159,7 +155,6 @@ class OutboxRelay:
                 ),
             )
             for r in rows
-            if r["aggregate_id"] not in busy
         ]
 
     async def _publish_in_order(self, rows: list[_Row]) -> list[int]:

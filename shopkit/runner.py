@@ -15,6 +15,7 @@ import signal
 from collections.abc import Callable
 from typing import TypeVar
 
+import uvloop
 from aiohttp import web
 
 from shopkit.logs import configure_logging
@@ -37,7 +38,9 @@ def serve(
 ) -> None:
     configure_logging(component, settings.log_level)
     log.info("starting", extra={"host": settings.host, "port": settings.port})
-    asyncio.run(_serve(create_app(settings), settings))
+    loop_factory = uvloop.new_event_loop if settings.event_loop == "uvloop" else None
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(_serve(create_app(settings), settings))
     log.info("stopped")
 
 

@@ -1,5 +1,7 @@
 """Typed settings read from the environment (12-factor): one class per component, no files."""
 
+from typing import Literal
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -17,6 +19,9 @@ class ComponentSettings(BaseSettings):
     identity_max_age_seconds: float = 30.0
     # How long in-flight requests may take to finish on SIGTERM before the process exits.
     shutdown_timeout_seconds: float = 10.0
+    # uvloop's event loop (libuv) runs the same code with less overhead per I/O event than
+    # asyncio's own; `asyncio` is there to compare them (make bench) or to rule uvloop out.
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
 
 
 class ServiceSettings(ComponentSettings):

@@ -101,6 +101,11 @@ class Order(ApiModel):
 # Reading -----------------------------------------------------------------------------------
 
 
+def _order_view(row: asyncpg.Record, items: list[Item], history: list[HistoryEntry]) -> Order:
+    fields = {k: row[k] for k in Order.model_fields if k not in ("items", "history")}
+    return Order(**fields, items=items, history=history)
+
+
 async def order_views(conn: asyncpg.Connection, rows: list[asyncpg.Record]) -> list[Order]:
     ids = [row["id"] for row in rows]
     items: dict[uuid.UUID, list[Item]] = {i: [] for i in ids}
@@ -109,14 +114,7 @@ async def order_views(conn: asyncpg.Connection, rows: list[asyncpg.Record]) -> l
         items[r["order_id"]].append(Item(**{k: r[k] for k in Item.model_fields}))
     for r in await queries.history_of(conn, ids):
         history[r["order_id"]].append(HistoryEntry(**{k: r[k] for k in HistoryEntry.model_fields}))
-    return [
-        Order(
-            **{k: row[k] for k in Order.model_fields if k not in ("items", "history")},
-            items=items[row["id"]],
-            history=history[row["id"]],
-        )
-        for row in rows
-    ]
+    return [_order_view(row, items[row["id"]], history[row["id"]]) for row in rows]
 
 
 async def _visible_order(conn: asyncpg.Connection, caller: Identity, order_id: uuid.UUID) -> Order:
@@ -201,18 +199,15 @@ async def place_order(request: web.Request) -> web.Response:
     ).idempotency_key
     # The request as understood (unknown fields dropped), whatever its spelling.
     fingerprint = domain.fingerprint(body.model_dump(mode="json"))
-    async with request.app[POOL_KEY].acquire() as conn:
-        async with conn.transaction():
-            order_id = await _place(
-                conn, caller.user_id, body, key, fingerprint, request_id(request)
-            )
-        return ok(await _visible_order(conn, caller, order_id), status=201)
+    async with request.app[POOL_KEY].acquire() as conn, conn.transaction():
+        order = await _place(conn, caller.user_id, body, key, fingerprint, request_id(request))
+    return ok(order, status=201)
 
 
 async def _place(
     conn: asyncpg.Connection, user_id: uuid.UUID, body: OrderIn, key: str | None,
     fingerprint: bytes, rid: str,
-) -> uuid.UUID:
+) -> Order:
     if key is not None:
         await queries.lock_idempotency_key(conn, user_id, key)
         earlier = await queries.order_by_key(conn, user_id, key)
@@ -222,45 +217,50 @@ async def _place(
                     "This Idempotency-Key was used for another request.",
                     code="idempotency_key_reused",
                 )
-            return earlier["id"]
+            return (await order_views(conn, [earlier]))[0]
 
     address = await queries.address_of(conn, user_id, body.address_id)
     if address is None:
         raise errors.NotFound("No such address.")
-    items = await _take_stock(conn, body.items)
+    items = await _plan_stock(conn, body.items)
 
     order_id = uuid.uuid4()
     shipping = address_view(address).model_dump(
         mode="json", by_alias=True, exclude={"is_default", "created_at"}
     )
     total = domain.total_cents(items)
-    placed_at = await queries.insert_order(
-        conn, order_id, user_id, total, shipping, body.note, key, fingerprint
+    row = await queries.record_order(
+        conn, order_id, user_id, total, shipping, body.note, key, fingerprint, items
     )
-    await queries.insert_items(conn, order_id, items)
-    await queries.insert_history(conn, order_id, 1, OrderStatus.PLACED, None, user_id)
+    lines = [Item(**vars(i)) for i in items]
+    # The response is built from what was just written: reading it back would cost three
+    # more round trips for the same values.
+    order = _order_view(row, lines, [HistoryEntry(
+        status=OrderStatus.PLACED, note=None, changed_by=user_id, changed_at=row["created_at"]
+    )])
     # Event times come from the database's clock, the one clock every instance shares, so
     # consumers can order them with times taken elsewhere (tracking's checkpoints).
     event = Event(
         type="order.created",
         source="orders",
-        occurred_at=placed_at,
+        occurred_at=row["created_at"],
         data={
             "orderId": str(order_id),
             "userId": str(user_id),
             "status": OrderStatus.PLACED.value,
             "totalCents": total,
-            "items": [Item(**vars(i)).model_dump(mode="json", by_alias=True) for i in items],
+            "items": [line.model_dump(mode="json", by_alias=True) for line in lines],
             "version": 1,
         },
     )
     await add_event(conn, event, aggregate_id=str(order_id), request_id=rid)
-    return order_id
+    return order
 
 
-async def _take_stock(conn: asyncpg.Connection, lines: list[LineIn]) -> list[domain.OrderItem]:
-    """Takes stock for every line or for none: the rows are locked (in id order) before they
-    are read, so the check and the decrement see the same stock on every instance."""
+async def _plan_stock(conn: asyncpg.Connection, lines: list[LineIn]) -> list[domain.OrderItem]:
+    """The items, when every line is in stock; raises otherwise. The products' rows are locked
+    (in id order) before they are read and stay locked to commit, so the check here and the
+    decrement in record_order see the same stock on every instance: all lines or none."""
     locked = await queries.lock_products(conn, [line.product_id for line in lines])
     products = {
         r["id"]: domain.StockedProduct(r["id"], r["sku"], r["name"], r["price_cents"], r["stock"])
@@ -288,7 +288,6 @@ async def _take_stock(conn: asyncpg.Connection, lines: list[LineIn]) -> list[dom
                 for s in exc.shortages
             ],
         ) from exc
-    await queries.move_stock(conn, {i.product_id: -i.quantity for i in items})
     return items
 
 
@@ -317,16 +316,16 @@ async def set_order_status(request: web.Request) -> web.Response:
 async def _change_status(
     request: web.Request, caller: Identity, order_id: uuid.UUID, change: StatusChange
 ) -> web.Response:
-    async with request.app[POOL_KEY].acquire() as conn:
-        async with conn.transaction():
-            await _move(conn, caller, order_id, change, request_id(request))
-        return ok(await _visible_order(conn, caller, order_id))
+    async with request.app[POOL_KEY].acquire() as conn, conn.transaction():
+        moved = await _move(conn, caller, order_id, change, request_id(request))
+        return ok((await order_views(conn, [moved]))[0])
 
 
 async def _move(
     conn: asyncpg.Connection, caller: Identity, order_id: uuid.UUID, change: StatusChange,
     rid: str,
-) -> None:
+) -> asyncpg.Record:
+    """Moves the order and returns its row as it now is."""
     assert caller.user_id
     row = await queries.order_for_update(conn, order_id)
     if row is None or (caller.role is not Role.ADMIN and row["user_id"] != caller.user_id):
@@ -357,6 +356,7 @@ async def _move(
         },
     )
     await add_event(conn, event, aggregate_id=str(order_id), request_id=rid)
+    return updated
 
 
 async def _give_back_stock(conn: asyncpg.Connection, order_id: uuid.UUID) -> None:

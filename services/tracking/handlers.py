@@ -28,10 +28,9 @@ class OrderStatusChanged(EventData):
 
 async def on_order_created(conn: asyncpg.Connection, event: IncomingEvent) -> None:
     data: OrderCreated = event.data
-    await queries.lock_order(conn, data.order_id)
-    await queries.follow_status(conn, data.order_id, data.user_id, data.status, data.version)
-    await queries.add_status_entry(
-        conn, data.order_id, data.version, data.status, "Order placed", event.occurred_at
+    await queries.follow_status(
+        conn, data.order_id, data.user_id, data.version, data.status, "Order placed",
+        event.occurred_at,
     )
 
 
@@ -39,10 +38,8 @@ async def on_status_changed(conn: asyncpg.Connection, event: IncomingEvent) -> N
     """Also handles a change that arrives before the order.created it follows: the tracking is
     created from it, and the placed entry joins the timeline (by time) when it comes."""
     data: OrderStatusChanged = event.data
-    await queries.lock_order(conn, data.order_id)
-    await queries.follow_status(conn, data.order_id, data.user_id, data.to, data.version)
-    await queries.add_status_entry(
-        conn, data.order_id, data.version, data.to, data.note, event.occurred_at
+    await queries.follow_status(
+        conn, data.order_id, data.user_id, data.version, data.to, data.note, event.occurred_at
     )
 
 

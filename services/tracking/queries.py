@@ -12,39 +12,42 @@ _TRACKING = (
 )
 
 
+def _lock_key(order_id: UUID) -> str:
+    return f"tracking:{order_id}"
+
+
 async def lock_order(conn: Conn, order_id: UUID) -> None:
     """Events and admin updates of one order are applied one at a time, on every instance."""
-    await conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"tracking:{order_id}"
-    )
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", _lock_key(order_id))
 
 
 async def follow_status(
-    conn: Conn, order_id: UUID, user_id: UUID, status: str, version: int
-) -> None:
-    """Creates the tracking or moves its status, unless it already holds this version or a
-    newer one (events may arrive twice or out of order)."""
-    await conn.execute(
-        """
-        INSERT INTO trackings (order_id, user_id, status, version) VALUES ($1, $2, $3, $4)
-        ON CONFLICT (order_id) DO UPDATE SET
-            status = excluded.status, version = excluded.version, updated_at = now()
-        WHERE trackings.version < excluded.version
-        """,
-        order_id, user_id, status, version,
-    )
-
-
-async def add_status_entry(
-    conn: Conn, order_id: UUID, version: int, status: str, note: str | None,
+    conn: Conn, order_id: UUID, user_id: UUID, version: int, status: str, note: str | None,
     occurred_at: datetime,
 ) -> None:
+    """Creates the tracking or moves its status, unless it already holds this version or a
+    newer one (events may arrive twice or out of order), and adds the status to the timeline.
+
+    One statement, one round trip: the order's lock (as lock_order takes it) comes first, so
+    admin updates of the order still wait for it or it for them. Neither write reads a
+    snapshot that the wait could leave stale: ON CONFLICT checks the latest committed row.
+    """
     await conn.execute(
         """
+        WITH locked AS (
+            SELECT pg_advisory_xact_lock(hashtextextended($7, 0))
+        ), followed AS (
+            INSERT INTO trackings (order_id, user_id, status, version)
+            SELECT $1, $2, $4, $3 FROM locked
+            ON CONFLICT (order_id) DO UPDATE SET
+                status = excluded.status, version = excluded.version, updated_at = now()
+            WHERE trackings.version < excluded.version
+        )
         INSERT INTO timeline (order_id, version, status, note, occurred_at)
-        VALUES ($1, $2, $3, $4, $5) ON CONFLICT (order_id, version) DO NOTHING
+        SELECT $1, $3, $4, $5, $6 FROM locked
+        ON CONFLICT (order_id, version) DO NOTHING
         """,
-        order_id, version, status, note, occurred_at,
+        order_id, user_id, version, status, note, occurred_at, _lock_key(order_id),
     )
 
 

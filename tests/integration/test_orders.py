@@ -251,6 +251,8 @@ async def test_status_changes_keep_history_and_count_versions(
         ("delivered", "Signed by Ann"),
     ]
     assert [h["changedBy"] for h in history] == [order["userId"]] + [admin_id] * 3
+    # The answer to a change is the order as it is stored.
+    assert (await call(client, "GET", f"/api/orders/{order['id']}", admin_token))[1] == body
     status, body = await call(client, "POST", path, admin_token, {"status": "teleported"})
     assert status == 422
 
