@@ -3,6 +3,7 @@
 import asyncio
 import logging
 import time
+from typing import Any
 
 import asyncpg
 import orjson
@@ -85,13 +86,49 @@ class StatelessConnection(asyncpg.Connection):
         return ""
 
 
+class FairPool(asyncpg.Pool):
+    """asyncpg's pool hands a released connection to whichever acquire comes first: a waiter
+    woken for it can find it taken by a newcomer and queue again at the back. Under uvloop,
+    at 50 concurrent requests on 10 connections, that left a few requests waiting for most of
+    a second (p99 776 ms, p50 4 ms). asyncio's Semaphore lets no newcomer pass a waiter, so one
+    in front of the pool hands connections out in arrival order."""
+
+    def __init__(self, *args: Any, max_size: int, **kwargs: Any) -> None:
+        super().__init__(*args, max_size=max_size, **kwargs)
+        self._turns = asyncio.Semaphore(max_size)
+        self._lent: set[object] = set()
+
+    async def _acquire(self, timeout: float | None) -> Any:  # noqa: ASYNC109
+        await self._turns.acquire()
+        try:
+            connection = await super()._acquire(timeout)
+        except BaseException:
+            self._turns.release()
+            raise
+        self._lent.add(connection)
+        return connection
+
+    async def release(
+        self, connection: Any, *, timeout: float | None = None  # noqa: ASYNC109 (asyncpg's)
+    ) -> None:
+        try:
+            await super().release(connection, timeout=timeout)
+        finally:
+            if connection in self._lent:  # a second release of one connection is a no-op
+                self._lent.discard(connection)
+                self._turns.release()
+
+
 async def create_pool(settings: ServiceSettings, schema: str) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(
+    """Like asyncpg.create_pool, with the FairPool."""
+    return await FairPool(
         min_size=settings.db_pool_min_size,
         max_size=settings.db_pool_max_size,
+        max_queries=50_000,
+        max_inactive_connection_lifetime=300.0,
         init=_json_codecs,
         connection_class=StatelessConnection,
+        record_class=asyncpg.Record,
+        loop=None,
         **_connect_options(settings, schema),
     )
-    assert pool is not None
-    return pool

@@ -10,6 +10,8 @@ import pytest
 from services.auth import queries
 from services.auth.app import SWEEP_LOCK, sweep_expired_sessions
 from services.auth.domain import token_hash
+from services.orders.settings import OrdersSettings
+from shopkit import db
 from shopkit.app import POOL_KEY
 from shopkit.bootstrap import ServiceDatabase, bootstrap, migrate, with_database
 from shopkit.migrations import MigrationError, MigrationSet, apply_migrations
@@ -182,3 +184,32 @@ async def test_the_sweep_deletes_expired_sessions_one_instance_at_a_time(
     assert [r["live"] for r in remaining] == [True]
     async with auth_app[POOL_KEY].acquire() as conn:
         assert await queries.delete_expired(conn, SWEEP_LOCK) == 0
+
+
+async def test_pool_connections_go_out_in_the_order_they_were_asked_for() -> None:
+    """A request that asks while others wait queues behind them; none is passed over."""
+    settings = OrdersSettings(
+        port=0, database_url=with_database(ADMIN_DSN, TEST_DATABASE),
+        identity_secret="x" * 32, db_pool_min_size=1, db_pool_max_size=1,
+    )
+    pool = await db.create_pool(settings, "public")
+    served: list[str] = []
+
+    async def use(name: str) -> None:
+        async with pool.acquire() as conn:
+            served.append(name)
+            await conn.execute("SELECT 1")
+
+    try:
+        held = await pool.acquire()
+        waiting = [asyncio.create_task(use(f"waiter {n}")) for n in range(3)]
+        for _ in range(10):  # they all get to the queue
+            await asyncio.sleep(0)
+        releasing = asyncio.create_task(pool.release(held))
+        await asyncio.sleep(0)  # the release is under way: the connection goes back next
+        # A request that starts then runs before the woken waiter: it must still come last.
+        newcomer = asyncio.create_task(use("newcomer"))
+        await asyncio.gather(releasing, newcomer, *waiting)
+    finally:
+        await pool.close()
+    assert served == ["waiter 0", "waiter 1", "waiter 2", "newcomer"]
