@@ -318,6 +318,7 @@ class WalkingOrder:
 @dataclass
 class Change:
     order: WalkingOrder
+    sent_at: float = field(default_factory=time.time)  # the wall clock, which Postgres shares
     answered: float | None = None
     seen: dict[str, float] = field(default_factory=dict)
     everywhere: asyncio.Event = field(default_factory=asyncio.Event)
@@ -406,20 +407,26 @@ class PropagationProbe:
                     SELECT p.order_id::text AS order_id,
                         (SELECT version FROM tracking.trackings t WHERE t.order_id = p.order_id)
                             AS tracked,
-                        (SELECT count(*) FROM notifications.notifications n
-                         WHERE n.user_id = p.user_id AND n.order_id = p.order_id) AS notified
-                    FROM unnest($1::uuid[], $2::uuid[]) AS p(order_id, user_id)
+                        EXISTS (SELECT FROM notifications.notifications n
+                                WHERE n.user_id = p.user_id
+                                  AND n.created_at >= to_timestamp(p.sent_at)
+                                  AND n.order_id = p.order_id) AS notified
+                    FROM unnest($1::uuid[], $2::uuid[], $3::float8[])
+                        AS p(order_id, user_id, sent_at)
                     """,
-                    [c.order.id for c in waiting], [c.order.user_id for c in waiting])
+                    [c.order.id for c in waiting], [c.order.user_id for c in waiting],
+                    [c.sent_at for c in waiting])
                 for row in rows:
                     change = self._in_flight.get(row["order_id"])
                     if change is None:
                         continue
-                    # A status change is version n + 1 of the order and its n-th notification.
+                    # The change makes the order's next version. Its notification is the
+                    # order's first one since the change was sent: the one before was seen
+                    # before this change was made.
                     expected = change.order.version + (0 if change.answered else 1)
                     if (row["tracked"] or 0) >= expected:
                         change.see("tracking")
-                    if row["notified"] >= expected - 1:
+                    if row["notified"]:
                         change.see("notification")
             await asyncio.sleep(POLL_SECONDS)
 
