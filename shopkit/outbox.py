@@ -47,13 +47,12 @@ async def add_event(
     """
     await conn.execute(
         """
-        WITH locked AS (SELECT pg_advisory_xact_lock(hashtextextended($3, 0)))
+        WITH locked AS (SELECT pg_advisory_xact_lock(hashtextextended('outbox:' || $3, 0)))
         INSERT INTO outbox (event_id, event_type, aggregate_id, body, request_id)
-        SELECT $1, $2, $6, $4, $5 FROM locked
+        SELECT $1, $2, $3, $4, $5 FROM locked
         RETURNING pg_notify(current_schema() || '_outbox', '')
         """,
-        event.id, event.type, f"outbox:{aggregate_id}", event.envelope(), request_id,
-        aggregate_id,
+        event.id, event.type, aggregate_id, event.envelope(), request_id,
     )
 
 
