@@ -19,11 +19,11 @@ from gateway.upstream import (
     forward,
 )
 from shopkit import errors
-from shopkit.app import MAX_BODY_BYTES, live
+from shopkit.health import live
 from shopkit.identity import Identity, Role
 from shopkit.metrics import METRICS_PATH, ROUTE_LABEL_KEY, add_metrics
 from shopkit.openapi import documented
-from shopkit.web import ApiModel, base_middlewares, dumps, request_id
+from shopkit.web import MAX_BODY_BYTES, ApiModel, base_middlewares, dumps, request_id
 
 READINESS_TIMEOUT_SECONDS = 2.0
 

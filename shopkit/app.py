@@ -12,6 +12,7 @@ from aiohttp import web
 from shopkit import db, errors
 from shopkit.broker import Broker
 from shopkit.consumer import Consumer, Subscription
+from shopkit.health import Health, live
 from shopkit.identity import IDENTITY_HEADER, Identity, InvalidIdentity, Role, verify_identity
 from shopkit.metrics import (
     METRICS_PATH,
@@ -26,9 +27,7 @@ from shopkit.openapi import OPENAPI_PATH, Access, documented, serve_description
 from shopkit.outbox import OutboxRelay, prune_published
 from shopkit.settings import ServiceSettings
 from shopkit.tasks import background, periodic
-from shopkit.web import ApiModel, Handler, base_middlewares, ok, read_body
-
-MAX_BODY_BYTES = 1024 * 1024
+from shopkit.web import MAX_BODY_BYTES, Handler, base_middlewares, ok, read_body
 
 SETTINGS_KEY = web.AppKey("settings", ServiceSettings)
 POOL_KEY = web.AppKey("pool", asyncpg.Pool)
@@ -147,16 +146,6 @@ def _consumer(subscription: Subscription) -> Callable[[web.Application], AsyncIt
     return background(f"{subscription.queue}-consumer", run)
 
 
-class Health(ApiModel):
-    status: str
-    checks: dict[str, str] | None = None
-
-
-@documented("The process is up", Access.PUBLIC, answer=Health, tag="operator")
-async def live(request: web.Request) -> web.Response:
-    return ok({"status": "ok"})
-
-
 @documented("Postgres, RabbitMQ and every consumer are ready", Access.PUBLIC, answer=Health,
             tag="operator")
 async def ready(request: web.Request) -> web.Response:
@@ -191,7 +180,9 @@ def service_app(
 ) -> web.Application:
     """`unguarded`: paths of the service's own that answer without a gateway identity."""
     app = web.Application(
-        middlewares=[*base_middlewares(name), identity_middleware(settings, unguarded)],
+        middlewares=[
+            *base_middlewares(name, db.is_transient), identity_middleware(settings, unguarded)
+        ],
         client_max_size=MAX_BODY_BYTES,
     )
     app[SETTINGS_KEY] = settings

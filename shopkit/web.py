@@ -13,7 +13,6 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
 
 from shopkit import errors
-from shopkit.db import is_transient
 from shopkit.logs import request_id_var
 from shopkit.metrics import request_metrics
 
@@ -21,10 +20,12 @@ log = logging.getLogger("shopkit.http")
 access_log = logging.getLogger("shopkit.access")
 
 REQUEST_ID_HEADER = "X-Request-Id"
+MAX_BODY_BYTES = 1024 * 1024
 REQUEST_ID_KEY = web.RequestKey("request_id", str)
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 Model = TypeVar("Model", bound=BaseModel)
 
 
@@ -175,36 +176,56 @@ _HTTP_EXCEPTIONS: dict[int, type[errors.ApiError]] = {
 }
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every failure leaves as the contract's envelope; nothing internal reaches the client."""
-    try:
-        return await handler(request)
-    except errors.ApiError as exc:
-        return error_response(exc, request_id(request))
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        known = _HTTP_EXCEPTIONS.get(exc.status)
-        api_error = known() if known else errors.ApiError(exc.reason, code="http_error")
-        api_error.status = exc.status
-        if "Allow" in exc.headers:
-            api_error.headers["Allow"] = exc.headers["Allow"]
-        return error_response(api_error, request_id(request))
-    except Exception as exc:
-        return error_response(_unexpected(exc), request_id(request))
+def error_middleware(is_unavailable: Callable[[Exception], bool]) -> Middleware:
+    """Every failure leaves as the contract's envelope; nothing internal reaches the client.
+
+    `is_unavailable` tells a dependency that cannot serve right now (503) from a bug (500).
+    It is passed in, not imported, so a component without a database (the gateway) does not
+    load the database driver only to recognise its errors: that is 10 MiB of resident memory.
+    """
+
+    @web.middleware
+    async def errors_as_envelopes(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except errors.ApiError as exc:
+            return error_response(exc, request_id(request))
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return error_response(_http_error(exc), request_id(request))
+        except Exception as exc:
+            return error_response(_unexpected(exc, is_unavailable), request_id(request))
+
+    return errors_as_envelopes
 
 
-def _unexpected(exc: Exception) -> errors.ApiError:
-    """A failure no handler expected: 503 when the database cannot serve, 500 otherwise.
+def _http_error(exc: web.HTTPException) -> errors.ApiError:
+    known = _HTTP_EXCEPTIONS.get(exc.status)
+    api_error = known() if known else errors.ApiError(exc.reason, code="http_error")
+    api_error.status = exc.status
+    if "Allow" in exc.headers:
+        api_error.headers["Allow"] = exc.headers["Allow"]
+    return api_error
+
+
+def _unexpected(exc: Exception, is_unavailable: Callable[[Exception], bool]) -> errors.ApiError:
+    """A failure no handler expected: 503 when a dependency cannot serve, 500 otherwise.
     Either way the client learns nothing of its insides (no trace, no SQL)."""
-    if is_transient(exc):
-        log.warning("database unavailable: %s", type(exc).__name__)
+    if is_unavailable(exc):
+        log.warning("dependency unavailable: %s", type(exc).__name__)
         return errors.DatabaseUnavailable()
     log.exception("unhandled error")
     return errors.ApiError()
 
 
-def base_middlewares(component: str) -> list[Callable[..., Awaitable[web.StreamResponse]]]:
+def _never(_exc: Exception) -> bool:
+    return False
+
+
+def base_middlewares(
+    component: str, is_unavailable: Callable[[Exception], bool] = _never
+) -> list[Middleware]:
     """Request id and access log, then metrics (seeing the final status), then errors."""
-    return [request_context_middleware, request_metrics(component), error_middleware]
+    return [request_context_middleware, request_metrics(component),
+            error_middleware(is_unavailable)]
