@@ -29,7 +29,8 @@ def _connect_options(settings: ServiceSettings, schema: str) -> dict:
         "dsn": settings.database_url.get_secret_value(),
         "timeout": settings.db_connect_timeout_seconds,
         "command_timeout": settings.db_command_timeout_seconds,
-        "server_settings": {"search_path": schema, "application_name": schema},
+        # UTC for times Postgres writes as text itself (row_to_json), as asyncpg gives them.
+        "server_settings": {"search_path": schema, "application_name": schema, "TimeZone": "UTC"},
     }
 
 

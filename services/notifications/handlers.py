@@ -1,13 +1,11 @@
 """Which events become notifications (consumed through the kit's Consumer)."""
 
-from typing import Any
 from uuid import UUID
 
 import asyncpg
 from pydantic import Field
 
 from services.notifications import domain, queries
-from services.notifications.views import notification_view
 from shopkit.consumer import EventData, EventHandler, IncomingEvent, Subscription
 
 QUEUE = "notifications.events"
@@ -31,22 +29,10 @@ class TrackingUpdated(EventData):
     checkpoint: CheckpointData | None = None
 
 
-async def _notify(
-    conn: asyncpg.Connection, event: IncomingEvent, user_id: UUID, order_id: UUID,
-    message: domain.Message,
-) -> None:
-    row = await queries.add(conn, user_id, order_id, message, event.id)
-    if row is not None:
-        view: dict[str, Any] = notification_view(row).model_dump(mode="json", by_alias=True)
-        await queries.announce(
-            conn, queries.NEW_NOTIFICATION_CHANNEL, {"userId": str(user_id), "notification": view}
-        )
-
-
 async def on_status_changed(conn: asyncpg.Connection, event: IncomingEvent) -> None:
     data: OrderStatusChanged = event.data
     message = domain.status_message(data.order_id, data.to, data.note)
-    await _notify(conn, event, data.user_id, data.order_id, message)
+    await queries.add(conn, data.user_id, data.order_id, message, event.id)
 
 
 async def on_tracking_updated(conn: asyncpg.Connection, event: IncomingEvent) -> None:
@@ -56,7 +42,7 @@ async def on_tracking_updated(conn: asyncpg.Connection, event: IncomingEvent) ->
         message = domain.checkpoint_message(
             data.order_id, data.checkpoint.location, data.checkpoint.note
         )
-        await _notify(conn, event, data.user_id, data.order_id, message)
+        await queries.add(conn, data.user_id, data.order_id, message, event.id)
 
 
 class SessionRevoked(EventData):
@@ -78,8 +64,13 @@ async def on_session_revoked(conn: asyncpg.Connection, event: IncomingEvent) -> 
 SUBSCRIPTION = Subscription(
     QUEUE,
     {
-        "order.status_changed": EventHandler(OrderStatusChanged, on_status_changed),
-        "tracking.updated": EventHandler(TrackingUpdated, on_tracking_updated),
+        # queries.add is one statement; the event's id is unique among notifications.
+        "order.status_changed": EventHandler(
+            OrderStatusChanged, on_status_changed, deduplicates_itself=True
+        ),
+        "tracking.updated": EventHandler(
+            TrackingUpdated, on_tracking_updated, deduplicates_itself=True
+        ),
         "auth.session_revoked": EventHandler(SessionRevoked, on_session_revoked),
     },
 )

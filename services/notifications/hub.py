@@ -22,6 +22,7 @@ import asyncpg
 import orjson
 
 from services.notifications.queries import NEW_NOTIFICATION_CHANNEL, SESSIONS_REVOKED_CHANNEL
+from services.notifications.views import notification_view
 from shopkit import db
 from shopkit.settings import ServiceSettings
 
@@ -63,9 +64,12 @@ class Hub:
         return sum(len(streams) for streams in self._streams.values())
 
     def _on_notification(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        message = orjson.loads(payload)
-        for stream in self._streams.get(UUID(message["userId"]), ()):
-            stream.push(message["notification"])
+        row = orjson.loads(payload)  # the new row, as queries.add sends it
+        streams = self._streams.get(UUID(row["user_id"]), ())
+        if streams:
+            view = notification_view(row).model_dump(mode="json", by_alias=True)
+            for stream in streams:
+                stream.push(view)
 
     def _on_revoked(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         message = orjson.loads(payload)

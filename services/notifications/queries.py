@@ -18,16 +18,24 @@ _NOTIFICATION = "id, user_id, type, title, body, order_id, created_at, read_at"
 
 async def add(
     conn: Conn, user_id: UUID, order_id: UUID | None, message: Message, event_id: UUID
-) -> asyncpg.Record | None:
-    """The new notification, or None if this event already made one."""
-    return await conn.fetchrow(
+) -> None:
+    """Adds the event's notification, unless the event already made one, and tells every
+    instance's stream hub of it with the new row as JSON (the hub builds the client's view).
+
+    One statement: run on its own, it is its own transaction, and the NOTIFY goes out at its
+    commit, only if the row was added.
+    """
+    await conn.execute(
         f"""
-        INSERT INTO notifications (id, user_id, type, title, body, order_id, source_event_id)
-        VALUES ($1, $2, $3, $4, $5, $6, $7)
-        ON CONFLICT (source_event_id) DO NOTHING RETURNING {_NOTIFICATION}
+        WITH added AS (
+            INSERT INTO notifications (id, user_id, type, title, body, order_id, source_event_id)
+            VALUES ($1, $2, $3, $4, $5, $6, $7)
+            ON CONFLICT (source_event_id) DO NOTHING RETURNING {_NOTIFICATION}
+        )
+        SELECT pg_notify($8, row_to_json(added)::text) FROM added
         """,
         uuid4(), user_id, message.type, message.title, message.body,
-        order_id, event_id,
+        order_id, event_id, NEW_NOTIFICATION_CHANNEL,
     )
 
 

@@ -1,9 +1,9 @@
 """The notification as clients see it."""
 
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
-
-import asyncpg
+from typing import Any
 
 from shopkit.web import ApiModel
 
@@ -18,5 +18,6 @@ class Notification(ApiModel):
     read_at: datetime | None
 
 
-def notification_view(row: asyncpg.Record) -> Notification:
+def notification_view(row: Mapping[str, Any]) -> Notification:
+    """From a row as asyncpg reads it, or as row_to_json sends it to the hub."""
     return Notification(**{name: row[name] for name in Notification.model_fields})

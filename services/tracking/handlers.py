@@ -46,7 +46,10 @@ async def on_status_changed(conn: asyncpg.Connection, event: IncomingEvent) -> N
 SUBSCRIPTION = Subscription(
     QUEUE,
     {
-        "order.created": EventHandler(OrderCreated, on_order_created),
-        "order.status_changed": EventHandler(OrderStatusChanged, on_status_changed),
+        # follow_status is one statement, and the version it checks makes a repeat a no-op.
+        "order.created": EventHandler(OrderCreated, on_order_created, deduplicates_itself=True),
+        "order.status_changed": EventHandler(
+            OrderStatusChanged, on_status_changed, deduplicates_itself=True
+        ),
     },
 )
