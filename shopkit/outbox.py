@@ -16,6 +16,7 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
 
@@ -35,25 +36,46 @@ def channel_for(schema: str) -> str:
     return f"{schema}_outbox"
 
 
-async def add_event(
-    conn: asyncpg.Connection, event: Event, aggregate_id: str, request_id: str | None
-) -> None:
-    """Adds `event` to the outbox inside the caller's open transaction, in one round trip.
+def event_insert(first_parameter: int, gate: str) -> str:
+    """The outbox insert, for a statement that writes a change and its event in one round trip:
+    a data-modifying CTE body, written once here for every caller.
+
+    Its five parameters, from $`first_parameter` on, are `event_parameters(...)`. `gate` is a
+    relation of the statement (a CTE's name): the event is written once per row of it, so a
+    gate that is empty when the change was not made leaves the outbox alone. Only the numbers
+    of parameters are put into the text; every value stays a parameter.
 
     The aggregate's advisory lock, taken before the row (and so its id) is made and held to
     commit, makes transactions writing events of one aggregate take their outbox ids in commit
     order; the relay relies on that order. The NOTIFY is delivered at commit, and only if the
     transaction commits: it wakes the relays at once.
     """
-    await conn.execute(
-        """
-        WITH locked AS (SELECT pg_advisory_xact_lock(hashtextextended('outbox:' || $3, 0)))
-        INSERT INTO outbox (event_id, event_type, aggregate_id, body, request_id)
-        SELECT $1, $2, $3, $4, $5 FROM locked
-        RETURNING pg_notify(current_schema() || '_outbox', '')
-        """,
-        event.id, event.type, aggregate_id, event.envelope(), request_id,
+    event_id, event_type, aggregate, body, request_id = (
+        f"${n}" for n in range(first_parameter, first_parameter + 5)
     )
+    return f"""
+        INSERT INTO outbox (event_id, event_type, aggregate_id, body, request_id)
+        SELECT {event_id}, {event_type}, {aggregate}, {body}, {request_id}
+        FROM (SELECT pg_advisory_xact_lock(hashtextextended('outbox:' || {aggregate}, 0))
+              FROM {gate}) AS locked
+        RETURNING pg_notify(current_schema() || '_outbox', '')
+    """
+
+
+def event_parameters(
+    event: Event, aggregate_id: str, request_id: str | None
+) -> tuple[Any, ...]:
+    return event.id, event.type, aggregate_id, event.envelope(), request_id
+
+
+_ADD_EVENT = event_insert(1, gate="(SELECT) AS always")
+
+
+async def add_event(
+    conn: asyncpg.Connection, event: Event, aggregate_id: str, request_id: str | None
+) -> None:
+    """Adds `event` to the outbox inside the caller's open transaction, in one round trip."""
+    await conn.execute(_ADD_EVENT, *event_parameters(event, aggregate_id, request_id))
 
 
 @dataclass

@@ -4,6 +4,7 @@ Every change is one transaction holding the order's row (or the products' rows) 
 status, the version, the history entry, the stock and the outbox event commit together.
 """
 
+import dataclasses
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
@@ -20,7 +21,7 @@ from shopkit.app import POOL_KEY, require_admin, require_user
 from shopkit.events import Event
 from shopkit.identity import Identity, Role
 from shopkit.openapi import Access, documented
-from shopkit.outbox import add_event
+from shopkit.outbox import add_event, event_parameters
 from shopkit.pagination import Page, PageOf, PageQuery, cursor_time, cursor_uuid, page_of
 from shopkit.web import ApiModel, ok, path_id, read_model, request_id, validate
 
@@ -28,6 +29,7 @@ routes = web.RouteTableDef()
 
 Note = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)]
 IDEMPOTENCY_KEY = "Idempotency-Key"
+Products = dict[uuid.UUID, domain.StockedProduct]
 _KEY_SHAPE = r"^[\x21-\x7e]{1,255}$"
 
 
@@ -199,7 +201,7 @@ async def place_order(request: web.Request) -> web.Response:
     ).idempotency_key
     # The request as understood (unknown fields dropped), whatever its spelling.
     fingerprint = domain.fingerprint(body.model_dump(mode="json"))
-    async with request.app[POOL_KEY].acquire() as conn, conn.transaction():
+    async with request.app[POOL_KEY].acquire() as conn:
         order = await _place(conn, caller.user_id, body, key, fingerprint, request_id(request))
     return ok(order, status=201)
 
@@ -208,42 +210,34 @@ async def _place(
     conn: asyncpg.Connection, user_id: uuid.UUID, body: OrderIn, key: str | None,
     fingerprint: bytes, rid: str,
 ) -> Order:
-    if key is not None:
-        await queries.lock_idempotency_key(conn, user_id, key)
-        earlier = await queries.order_by_key(conn, user_id, key)
-        if earlier is not None:
-            if earlier["request_fingerprint"] != fingerprint:
-                raise errors.Conflict(
-                    "This Idempotency-Key was used for another request.",
-                    code="idempotency_key_reused",
-                )
-            return (await order_views(conn, [earlier]))[0]
+    """Two round trips, each one statement and so a transaction of its own: everything the
+    order needs is read, the domain plans it, and record_order writes it with its event.
 
-    address = await queries.address_of(conn, user_id, body.address_id)
-    if address is None:
+    What may change in between is caught by the write: stock another order took, by its
+    re-check under the products' locks (409, naming the lines as they are now); an order
+    placed by a retry with the same Idempotency-Key, by the unique index (its order is the
+    answer). An address deleted in between does not matter: the order keeps a copy.
+    """
+    inputs = await queries.placement_inputs(
+        conn, user_id, body.address_id, [line.product_id for line in body.items], key
+    )
+    if key is not None and inputs["earlier"] is not None:
+        return await _replay(conn, await queries.order_by_key(conn, user_id, key), fingerprint)
+    if inputs["address"] is None:
         raise errors.NotFound("No such address.")
-    items = await _plan_stock(conn, body.items)
+    products = {p["id"]: _stocked(p) for p in inputs["products"]}
+    items = _plan(body.items, products)
 
     order_id = uuid.uuid4()
-    shipping = address_view(address).model_dump(
-        mode="json", by_alias=True, exclude={"is_default", "created_at"}
-    )
-    total = domain.total_cents(items)
-    row = await queries.record_order(
-        conn, order_id, user_id, total, shipping, body.note, key, fingerprint, items
-    )
+    # Dated by the database's clock, the one clock every instance shares, so consumers can
+    # order the event with times taken elsewhere (tracking's checkpoints).
+    placed_at: datetime = inputs["now"]
     lines = [Item(**vars(i)) for i in items]
-    # The response is built from what was just written: reading it back would cost three
-    # more round trips for the same values.
-    order = _order_view(row, lines, [HistoryEntry(
-        status=OrderStatus.PLACED, note=None, changed_by=user_id, changed_at=row["created_at"]
-    )])
-    # Event times come from the database's clock, the one clock every instance shares, so
-    # consumers can order them with times taken elsewhere (tracking's checkpoints).
+    total = domain.total_cents(items)
     event = Event(
         type="order.created",
         source="orders",
-        occurred_at=row["created_at"],
+        occurred_at=placed_at,
         data={
             "orderId": str(order_id),
             "userId": str(user_id),
@@ -253,22 +247,59 @@ async def _place(
             "version": 1,
         },
     )
-    await add_event(conn, event, aggregate_id=str(order_id), request_id=rid)
-    return order
+    shipping = address_view(inputs["address"]).model_dump(
+        mode="json", by_alias=True, exclude={"is_default", "created_at"}
+    )
+    try:
+        row = await queries.record_order(
+            conn, order_id, user_id, total, shipping, body.note, key, fingerprint, items,
+            placed_at, event_parameters(event, aggregate_id=str(order_id), request_id=rid),
+        )
+    except asyncpg.UniqueViolationError as exc:
+        if key is None or exc.constraint_name != queries.IDEMPOTENCY_INDEX:
+            raise
+        return await _replay(conn, await queries.order_by_key(conn, user_id, key), fingerprint)
+    if row["id"] is None:
+        _plan(body.items, _restocked(products, row["stock_now"]))  # raises: a line is short
+        raise RuntimeError("the stock check of record_order and of the domain disagree")
+    # The response is built from what was just written: reading it back would cost three
+    # more round trips for the same values.
+    return _order_view(row, lines, [HistoryEntry(
+        status=OrderStatus.PLACED, note=None, changed_by=user_id, changed_at=placed_at
+    )])
 
 
-async def _plan_stock(conn: asyncpg.Connection, lines: list[LineIn]) -> list[domain.OrderItem]:
-    """The items, when every line is in stock; raises otherwise. The products' rows are locked
-    (in id order) before they are read and stay locked to commit, so the check here and the
-    decrement in record_order see the same stock on every instance: all lines or none."""
-    locked = await queries.lock_products(conn, [line.product_id for line in lines])
-    products = {
-        r["id"]: domain.StockedProduct(r["id"], r["sku"], r["name"], r["price_cents"], r["stock"])
-        for r in locked
+async def _replay(
+    conn: asyncpg.Connection, earlier: asyncpg.Record | None, fingerprint: bytes
+) -> Order:
+    """The order a request with the same Idempotency-Key made, if the body was the same."""
+    if earlier is None or earlier["request_fingerprint"] != fingerprint:
+        raise errors.Conflict(
+            "This Idempotency-Key was used for another request.", code="idempotency_key_reused"
+        )
+    return (await order_views(conn, [earlier]))[0]
+
+
+def _stocked(row: asyncpg.Record) -> domain.StockedProduct:
+    return domain.StockedProduct(
+        row["id"], row["sku"], row["name"], row["price_cents"], row["stock"]
+    )
+
+
+def _restocked(products: Products, stock_now: dict[str, int]) -> Products:
+    """The products with the stock record_order found under its locks."""
+    return {
+        product_id: dataclasses.replace(product, stock=stock_now[str(product_id)])
+        for product_id, product in products.items()
+        if str(product_id) in stock_now
     }
+
+
+def _plan(lines: list[LineIn], products: Products) -> list[domain.OrderItem]:
+    """The items, when every line is in stock; raises the API's answer otherwise."""
     wanted = [domain.Line(line.product_id, line.quantity) for line in lines]
     try:
-        items = domain.plan_items(wanted, products)
+        return domain.plan_items(wanted, products)
     except domain.UnknownProducts as exc:
         positions = {line.product_id: n for n, line in enumerate(lines)}
         raise errors.ValidationFailed(
@@ -288,7 +319,6 @@ async def _plan_stock(conn: asyncpg.Connection, lines: list[LineIn]) -> list[dom
                 for s in exc.shortages
             ],
         ) from exc
-    return items
 
 
 # Changing status ---------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from uuid import UUID
 import asyncpg
 
 from services.orders.domain import OrderItem
+from shopkit.outbox import event_insert
 
 Conn = asyncpg.Connection
 
@@ -168,9 +169,9 @@ async def adjust_stock(
 async def lock_products(conn: Conn, product_ids: Sequence[UUID]) -> list[asyncpg.Record]:
     """Locks the products' rows until commit, always in id order.
 
-    Every transaction that changes several products' stock (orders, cancellations) locks them
-    here first, in the same order, so two of them can never wait on each other (no deadlock);
-    and stock read under the lock cannot change until this transaction ends (no oversell).
+    Every transaction that changes several products' stock locks them first, in the same order
+    (cancellations here, orders in record_order), so two of them can never wait on each other
+    (no deadlock); and stock read under the lock cannot change until this transaction ends.
     """
     return await conn.fetch(
         f"SELECT {_PRODUCT} FROM products WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE",
@@ -192,11 +193,21 @@ async def move_stock(conn: Conn, deltas: dict[UUID, int]) -> None:
 # Orders ------------------------------------------------------------------------------------
 
 
-async def lock_idempotency_key(conn: Conn, user_id: UUID, key: str) -> None:
-    """Makes retries with one key take turns: the second sees the first's order, or its
-    absence if it rolled back. The unique index on (user_id, idempotency_key) backs it up."""
-    await conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"order-key:{user_id}:{key}"
+async def placement_inputs(
+    conn: Conn, user_id: UUID, address_id: UUID, product_ids: Sequence[UUID], key: str | None
+) -> asyncpg.Record:
+    """All that placing an order reads, in one round trip: `address` (None unless it is the
+    user's) and `products` (those of product_ids that exist), as whole table rows; `earlier`,
+    the id of the order an earlier request with this Idempotency-Key made, or None; and `now`,
+    the database's clock, which dates the order and its event."""
+    return await conn.fetchrow(
+        """
+        SELECT (SELECT a FROM addresses a WHERE a.id = $2 AND a.user_id = $1) AS address,
+            ARRAY(SELECT p FROM products p WHERE p.id = ANY($3::uuid[])) AS products,
+            (SELECT id FROM orders WHERE user_id = $1 AND idempotency_key = $4) AS earlier,
+            clock_timestamp() AS now
+        """,
+        user_id, address_id, list(product_ids), key,
     )
 
 
@@ -210,41 +221,69 @@ async def order_by_key(conn: Conn, user_id: UUID, key: str) -> asyncpg.Record | 
     )
 
 
+IDEMPOTENCY_INDEX = "orders_idempotency_idx"
+
+# Parameters: $1 order id, $2 user, $3 total, $4 address, $5 note, $6 key, $7 fingerprint,
+# $8-$13 the lines' columns, $14 the time it is placed, $15-$19 the event.
+_RECORD_ORDER = f"""
+    WITH wanted AS (
+        SELECT * FROM unnest($9::uuid[], $13::int[]) AS w(product_id, quantity)
+    ), locked AS (
+        -- In id order, as every change to several products' stock locks them: two such
+        -- statements never wait on each other. FOR UPDATE waits for a concurrent change of
+        -- a row and then reads the row as that change left it, not as the snapshot had it.
+        SELECT id, stock FROM products WHERE id = ANY($9::uuid[]) ORDER BY id FOR UPDATE
+    ), enough AS (
+        SELECT count(*) = cardinality($9::uuid[]) AS ok FROM wanted
+        JOIN locked ON locked.id = wanted.product_id AND locked.stock >= wanted.quantity
+    ), taken AS (
+        UPDATE products SET stock = stock - w.quantity, updated_at = now()
+        FROM wanted w, enough WHERE enough.ok AND products.id = w.product_id
+    ), placed AS (
+        INSERT INTO orders (id, user_id, status, total_cents, shipping_address, note,
+                            idempotency_key, request_fingerprint, created_at, updated_at)
+        SELECT $1, $2, 'placed', $3, $4, $5, $6, $7, $14, $14 FROM enough WHERE enough.ok
+        RETURNING {_ORDER}
+    ), lines AS (
+        INSERT INTO order_items (order_id, line_no, product_id, sku, name,
+                                 unit_price_cents, quantity)
+        SELECT placed.id, l.* FROM placed,
+            unnest($8::int[], $9::uuid[], $10::text[], $11::text[], $12::int[], $13::int[])
+            AS l(line_no, product_id, sku, name, unit_price_cents, quantity)
+    ), history AS (
+        INSERT INTO order_history (order_id, version, status, changed_by, changed_at)
+        SELECT id, version, status, user_id, created_at FROM placed
+    ), event AS ({event_insert(15, gate="placed")})
+    SELECT placed.*, (SELECT jsonb_object_agg(id, stock) FROM locked) AS stock_now
+    FROM enough LEFT JOIN placed ON true
+"""
+
+
 async def record_order(
     conn: Conn, order_id: UUID, user_id: UUID, total: int, address: dict[str, Any],
-    note: str | None, key: str | None, fingerprint: bytes | None, items: Sequence[OrderItem],
+    note: str | None, key: str | None, fingerprint: bytes, items: Sequence[OrderItem],
+    placed_at: datetime, event: tuple[Any, ...],
 ) -> asyncpg.Record:
-    """Takes the items' stock and writes the order, its items and its first history entry, in
-    one statement: one round trip instead of four, and placing is bounded by round trips to
-    Postgres. Call with the products locked by lock_products. Returns the order's row; the
-    entry is dated with the order, by the database's clock."""
+    """Places the order, in one statement and so in one transaction of its own: takes the
+    items' stock, writes the order, its items, its first history entry and its event (the
+    `event_parameters`).
+
+    The stock is checked again here, on the products' rows locked and at their latest, and
+    nothing is written unless every line is still in stock: between the caller's read and
+    this statement another order may have taken it. So the stock can never go below what
+    was ordered, on any number of instances (the CHECK on the column is the last line).
+
+    Returns the order's row; when a line fell short its `id` is None and `stock_now` holds
+    each product's stock as the locks showed it. A concurrent request with the same
+    Idempotency-Key makes it raise UniqueViolationError on IDEMPOTENCY_INDEX.
+    """
     lines = list(enumerate(items, start=1))
     return await conn.fetchrow(
-        f"""
-        WITH taken AS (
-            UPDATE products SET stock = stock - l.quantity, updated_at = now()
-            FROM unnest($9::uuid[], $13::int[]) AS l(product_id, quantity)
-            WHERE products.id = l.product_id
-        ), placed AS (
-            INSERT INTO orders (id, user_id, status, total_cents, shipping_address, note,
-                                idempotency_key, request_fingerprint)
-            VALUES ($1, $2, 'placed', $3, $4, $5, $6, $7) RETURNING {_ORDER}
-        ), lines AS (
-            INSERT INTO order_items (order_id, line_no, product_id, sku, name,
-                                     unit_price_cents, quantity)
-            SELECT placed.id, l.* FROM placed,
-                unnest($8::int[], $9::uuid[], $10::text[], $11::text[], $12::int[], $13::int[])
-                AS l(line_no, product_id, sku, name, unit_price_cents, quantity)
-        ), history AS (
-            INSERT INTO order_history (order_id, version, status, changed_by, changed_at)
-            SELECT id, version, status, user_id, created_at FROM placed
-        )
-        SELECT {_ORDER} FROM placed
-        """,
+        _RECORD_ORDER,
         order_id, user_id, total, address, note, key, fingerprint,
         [n for n, _ in lines], [i.product_id for _, i in lines], [i.sku for _, i in lines],
         [i.name for _, i in lines], [i.unit_price_cents for _, i in lines],
-        [i.quantity for _, i in lines],
+        [i.quantity for _, i in lines], placed_at, *event,
     )
 
 

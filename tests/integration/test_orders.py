@@ -14,6 +14,7 @@ from tests.system import (
     call,
     create_address,
     create_product,
+    eventually,
     new_customer,
     place_order,
     running_system,
@@ -134,6 +135,41 @@ async def test_a_multi_line_order_with_one_short_line_takes_nothing(
         assert await _stock(client, product["id"]) == stock
     status, body = await call(client, "GET", "/api/orders", user_token)
     assert body["data"]["items"] == []
+
+
+async def test_stock_taken_after_the_order_read_it_is_checked_again_when_writing(
+    client: aiohttp.ClientSession, user_token: str, admin_token: str, admin_db: asyncpg.Pool
+) -> None:
+    """Placing reads the stock, then writes: a change in between must refuse the order."""
+    address = await create_address(client, user_token)
+    product = await create_product(client, admin_token, stock=5)
+    product_id = uuid.UUID(product["id"])
+    async with admin_db.acquire() as conn:
+        async with conn.transaction():
+            # Another transaction holds the product while the order is placed: the order
+            # reads 5 in stock, plans 3, and its write waits on the row.
+            await conn.execute("SELECT FROM orders.products WHERE id = $1 FOR UPDATE", product_id)
+            placing = asyncio.create_task(
+                _order(client, user_token, address["id"], [(product["id"], 3)])
+            )
+            await eventually(lambda: _waits_for_a_lock(admin_db))
+            await conn.execute("UPDATE orders.products SET stock = 1 WHERE id = $1", product_id)
+        status, body = await placing
+    assert status == 409 and body["code"] == "insufficient_stock"
+    assert body["details"] == [
+        {"productId": product["id"], "sku": product["sku"], "requested": 3, "available": 1}
+    ]
+    assert await _stock(client, product["id"]) == 1
+    assert (await call(client, "GET", "/api/orders", user_token))[1]["data"]["items"] == []
+
+
+async def _waits_for_a_lock(admin_db: asyncpg.Pool) -> bool:
+    return await admin_db.fetchval(
+        """
+        SELECT exists(SELECT FROM pg_stat_activity
+                      WHERE application_name = 'orders' AND wait_event_type = 'Lock')
+        """
+    )
 
 
 async def test_racing_retries_with_one_key_make_one_order_and_take_stock_once(
