@@ -16,6 +16,13 @@ from pydantic import Field
 from shopkit import errors
 from shopkit.web import ApiModel
 
+# What the first page starts after: a key above (newest first) or below every row's. Statements
+# are planned once for all parameters (shopkit.db), so the first page needs a bound the index
+# can use, rather than a cursor condition that falls away when there is no cursor.
+NEWEST = (datetime.max.replace(tzinfo=UTC), UUID(int=2**128 - 1))
+NEWEST_BY_SEQUENCE = (datetime.max.replace(tzinfo=UTC), 2**63 - 1)
+FROM_THE_START = ("",)
+
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 T = TypeVar("T")
@@ -40,10 +47,13 @@ class Page:
     limit: int
     after: list[Any] | None  # the sort key of the last item already seen
 
-    def after_key(self, *parse: Callable[[Any], Any]) -> tuple[Any, ...] | None:
-        """The cursor's key, each part parsed for the query (a tampered cursor is a 422)."""
+    def after_key(
+        self, *parse: Callable[[Any], Any], first: tuple[Any, ...]
+    ) -> tuple[Any, ...]:
+        """The cursor's key, each part parsed for the query (a tampered cursor is a 422); on
+        the first page, `first` (NEWEST, NEWEST_BY_SEQUENCE or FROM_THE_START)."""
         if self.after is None:
-            return None
+            return first
         if len(self.after) != len(parse):
             raise _bad("cursor", "is not a cursor this API gave out")
         try:

@@ -81,16 +81,16 @@ async def delete_sessions_of(conn: Conn, user_id: UUID) -> list[UUID]:
 
 
 async def live_sessions(
-    conn: Conn, user_id: UUID, after: tuple[datetime, UUID] | None, limit: int
+    conn: Conn, user_id: UUID, after: tuple[datetime, UUID], limit: int
 ) -> list[asyncpg.Record]:
     return await conn.fetch(
         """
         SELECT id, created_at, expires_at, user_agent FROM sessions
         WHERE user_id = $1 AND expires_at > now()
-          AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3))
+          AND (created_at, id) < ($2, $3)
         ORDER BY created_at DESC, id DESC LIMIT $4
         """,
-        user_id, *(after or (None, None)), limit,
+        user_id, *after, limit,
     )
 
 

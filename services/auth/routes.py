@@ -18,7 +18,7 @@ from shopkit.events import Event
 from shopkit.identity import IDENTITY_HEADER, Identity, Role, sign_identity
 from shopkit.openapi import Access, documented
 from shopkit.outbox import add_event
-from shopkit.pagination import PageOf, PageQuery, cursor_time, cursor_uuid, page_of
+from shopkit.pagination import NEWEST, PageOf, PageQuery, cursor_time, cursor_uuid, page_of
 from shopkit.web import ApiModel, ok, path_id, read_model, request_id
 
 log = logging.getLogger("services.auth")
@@ -216,7 +216,7 @@ async def me(request: web.Request) -> web.Response:
 async def list_sessions(request: web.Request) -> web.Response:
     caller = require_user(request)
     page = page_of(request)
-    after = page.after_key(cursor_time, cursor_uuid)
+    after = page.after_key(cursor_time, cursor_uuid, first=NEWEST)
     rows = await queries.live_sessions(request.app[POOL_KEY], caller.user_id, after, page.limit + 1)
 
     def view(r: asyncpg.Record) -> Session:

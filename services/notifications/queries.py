@@ -45,17 +45,17 @@ async def announce(conn: Conn, channel: str, payload: dict[str, Any]) -> None:
 
 
 async def page(
-    conn: Conn, user_id: UUID, unread_only: bool, after: tuple[datetime, UUID] | None,
+    conn: Conn, user_id: UUID, unread_only: bool, after: tuple[datetime, UUID],
     limit: int,
 ) -> list[asyncpg.Record]:
     return await conn.fetch(
         f"""
         SELECT {_NOTIFICATION} FROM notifications
         WHERE user_id = $1 AND (NOT $2 OR read_at IS NULL)
-          AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4))
+          AND (created_at, id) < ($3, $4)
         ORDER BY created_at DESC, id DESC LIMIT $5
         """,
-        user_id, unread_only, *(after or (None, None)), limit,
+        user_id, unread_only, *after, limit,
     )
 
 

@@ -13,7 +13,7 @@ from services.notifications.views import Notification, notification_view
 from shopkit import errors
 from shopkit.app import POOL_KEY, SETTINGS_KEY, require_user
 from shopkit.openapi import Access, documented
-from shopkit.pagination import PageQuery, cursor_time, cursor_uuid, page_of
+from shopkit.pagination import NEWEST, PageQuery, cursor_time, cursor_uuid, page_of
 from shopkit.web import ApiModel, ok, path_id
 
 routes = web.RouteTableDef()
@@ -48,7 +48,7 @@ async def list_notifications(request: web.Request) -> web.Response:
     caller = require_user(request)
     unread_only = _unread_only(request)
     page = page_of(request)
-    after = page.after_key(cursor_time, cursor_uuid)
+    after = page.after_key(cursor_time, cursor_uuid, first=NEWEST)
     async with request.app[POOL_KEY].acquire() as conn:
         rows = await queries.page(conn, caller.user_id, unread_only, after, page.limit + 1)
         unread = await queries.unread_count(conn, caller.user_id)

@@ -13,7 +13,14 @@ from services.orders.countries import ISO_3166_ALPHA_2
 from shopkit import errors
 from shopkit.app import POOL_KEY, require_user
 from shopkit.openapi import Access, documented
-from shopkit.pagination import PageOf, PageQuery, cursor_int, cursor_time, page_of
+from shopkit.pagination import (
+    NEWEST_BY_SEQUENCE,
+    PageOf,
+    PageQuery,
+    cursor_int,
+    cursor_time,
+    page_of,
+)
 from shopkit.web import ApiModel, ok, path_id, read_model
 
 routes = web.RouteTableDef()
@@ -84,7 +91,7 @@ async def _lock_own(conn: Connection, user_id: uuid.UUID, address_id: uuid.UUID)
 async def list_addresses(request: web.Request) -> web.Response:
     caller = require_user(request)
     page = page_of(request)
-    after = page.after_key(cursor_time, cursor_int)
+    after = page.after_key(cursor_time, cursor_int, first=NEWEST_BY_SEQUENCE)
     async with request.app[POOL_KEY].acquire() as conn:
         rows = await queries.list_addresses(conn, caller.user_id, after, page.limit + 1)
     return ok(page.answer(rows, lambda r: [r["created_at"].isoformat(), r["seq"]], address_view))

@@ -22,7 +22,15 @@ from shopkit.events import Event
 from shopkit.identity import Identity, Role
 from shopkit.openapi import Access, documented
 from shopkit.outbox import add_event, event_parameters
-from shopkit.pagination import Page, PageOf, PageQuery, cursor_time, cursor_uuid, page_of
+from shopkit.pagination import (
+    NEWEST,
+    Page,
+    PageOf,
+    PageQuery,
+    cursor_time,
+    cursor_uuid,
+    page_of,
+)
 from shopkit.web import ApiModel, ok, path_id, read_model, request_id, validate
 
 routes = web.RouteTableDef()
@@ -141,7 +149,7 @@ def _status_filter(request: web.Request) -> str | None:
 async def _order_page(
     request: web.Request, user_id: uuid.UUID | None, page: Page
 ) -> web.Response:
-    after = page.after_key(cursor_time, cursor_uuid)
+    after = page.after_key(cursor_time, cursor_uuid, first=NEWEST)
     status = _status_filter(request)
     async with request.app[POOL_KEY].acquire() as conn:
         rows = await queries.list_orders(conn, user_id, status, after, page.limit + 1)

@@ -13,7 +13,7 @@ from services.orders.domain import MAX_STOCK
 from shopkit import errors
 from shopkit.app import POOL_KEY, require_admin
 from shopkit.openapi import Access, documented
-from shopkit.pagination import PageOf, PageQuery, cursor_text, page_of
+from shopkit.pagination import FROM_THE_START, PageOf, PageQuery, cursor_text, page_of
 from shopkit.web import ApiModel, ok, path_id, read_model
 
 routes = web.RouteTableDef()
@@ -60,9 +60,9 @@ def product_view(row: asyncpg.Record) -> Product:
 @documented("The catalogue, by SKU", Access.PUBLIC, answer=PageOf[Product], query=PageQuery)
 async def list_products(request: web.Request) -> web.Response:
     page = page_of(request)
-    after = page.after_key(cursor_text)
+    after = page.after_key(cursor_text, first=FROM_THE_START)
     async with request.app[POOL_KEY].acquire() as conn:
-        rows = await queries.list_products(conn, after[0] if after else None, page.limit + 1)
+        rows = await queries.list_products(conn, *after, page.limit + 1)
     return ok(page.answer(rows, lambda r: [r["sku"]], product_view))
 
 

@@ -32,15 +32,16 @@ async def lock_addresses_of(conn: Conn, user_id: UUID) -> None:
 
 
 async def list_addresses(
-    conn: Conn, user_id: UUID, after: tuple[datetime, int] | None, limit: int
+    conn: Conn, user_id: UUID, after: tuple[datetime, int], limit: int
 ) -> list[asyncpg.Record]:
     return await conn.fetch(
         f"""
         SELECT {_ADDRESS} FROM addresses
-        WHERE user_id = $1 AND ($2::timestamptz IS NULL OR (created_at, seq) < ($2, $3))
+        WHERE user_id = $1
+          AND (created_at, seq) < ($2, $3)
         ORDER BY created_at DESC, seq DESC LIMIT $4
         """,
-        user_id, *(after or (None, None)), limit,
+        user_id, *after, limit,
     )
 
 
@@ -112,10 +113,10 @@ async def promote_newest(conn: Conn, user_id: UUID) -> None:
 # Products and stock ------------------------------------------------------------------------
 
 
-async def list_products(conn: Conn, after_sku: str | None, limit: int) -> list[asyncpg.Record]:
+async def list_products(conn: Conn, after_sku: str, limit: int) -> list[asyncpg.Record]:
     return await conn.fetch(
         f"""
-        SELECT {_PRODUCT} FROM products WHERE ($1::text IS NULL OR sku > $1)
+        SELECT {_PRODUCT} FROM products WHERE sku > $1
         ORDER BY sku LIMIT $2
         """,
         after_sku, limit,
@@ -184,7 +185,8 @@ async def move_stock(conn: Conn, deltas: dict[UUID, int]) -> None:
     await conn.execute(
         """
         UPDATE products SET stock = stock + d.delta, updated_at = now()
-        FROM unnest($1::uuid[], $2::int[]) AS d(id, delta) WHERE products.id = d.id
+        FROM unnest($1::uuid[], $2::int[]) AS d(id, delta)
+        WHERE products.id = d.id AND products.id = ANY($1::uuid[])  -- through the index
         """,
         list(deltas), list(deltas.values()),
     )
@@ -238,7 +240,9 @@ _RECORD_ORDER = f"""
         JOIN locked ON locked.id = wanted.product_id AND locked.stock >= wanted.quantity
     ), taken AS (
         UPDATE products SET stock = stock - w.quantity, updated_at = now()
-        FROM wanted w, enough WHERE enough.ok AND products.id = w.product_id
+        FROM wanted w, enough
+        WHERE enough.ok AND products.id = w.product_id
+          AND products.id = ANY($9::uuid[])  -- through the index, for any number of lines
     ), placed AS (
         INSERT INTO orders (id, user_id, status, total_cents, shipping_address, note,
                             idempotency_key, request_fingerprint, created_at, updated_at)
@@ -322,18 +326,29 @@ async def list_orders(
     conn: Conn,
     user_id: UUID | None,
     status: str | None,
-    after: tuple[datetime, UUID] | None,
+    after: tuple[datetime, UUID],
     limit: int,
 ) -> list[asyncpg.Record]:
+    """Newest first, from the cursor on. One statement per shape (one user's, everyone's), each
+    matching its index, because statements are planned once for all parameters."""
     return await conn.fetch(
-        f"""
-        SELECT {_ORDER} FROM orders
-        WHERE ($1::uuid IS NULL OR user_id = $1) AND ($2::text IS NULL OR status = $2)
-          AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4))
-        ORDER BY created_at DESC, id DESC LIMIT $5
-        """,
-        user_id, status, *(after or (None, None)), limit,
+        _ORDERS_OF_USER if user_id is not None else _ALL_ORDERS,
+        *(() if user_id is None else (user_id,)), status, *after, limit,
     )
+
+
+_ORDERS_OF_USER = f"""
+    SELECT {_ORDER} FROM orders
+    WHERE user_id = $1 AND ($2::text IS NULL OR status = $2)
+      AND (created_at, id) < ($3, $4)
+    ORDER BY created_at DESC, id DESC LIMIT $5
+"""
+_ALL_ORDERS = f"""
+    SELECT {_ORDER} FROM orders
+    WHERE ($1::text IS NULL OR status = $1)
+      AND (created_at, id) < ($2, $3)
+    ORDER BY created_at DESC, id DESC LIMIT $4
+"""
 
 
 async def items_of(conn: Conn, order_ids: Sequence[UUID]) -> list[asyncpg.Record]:
