@@ -242,19 +242,7 @@ async def _place(
     placed_at: datetime = inputs["now"]
     lines = [Item(**vars(i)) for i in items]
     total = domain.total_cents(items)
-    event = Event(
-        type="order.created",
-        source="orders",
-        occurred_at=placed_at,
-        data={
-            "orderId": str(order_id),
-            "userId": str(user_id),
-            "status": OrderStatus.PLACED.value,
-            "totalCents": total,
-            "items": [line.model_dump(mode="json", by_alias=True) for line in lines],
-            "version": 1,
-        },
-    )
+    event = _created(order_id, user_id, total, lines, placed_at)
     shipping = address_view(inputs["address"]).model_dump(
         mode="json", by_alias=True, exclude={"is_default", "created_at"}
     )
@@ -275,6 +263,24 @@ async def _place(
     return _order_view(row, lines, [HistoryEntry(
         status=OrderStatus.PLACED, note=None, changed_by=user_id, changed_at=placed_at
     )])
+
+
+def _created(
+    order_id: uuid.UUID, user_id: uuid.UUID, total: int, lines: list[Item], placed_at: datetime
+) -> Event:
+    return Event(
+        type="order.created",
+        source="orders",
+        occurred_at=placed_at,
+        data={
+            "orderId": str(order_id),
+            "userId": str(user_id),
+            "status": OrderStatus.PLACED.value,
+            "totalCents": total,
+            "items": [line.model_dump(mode="json", by_alias=True) for line in lines],
+            "version": 1,
+        },
+    )
 
 
 async def _replay(

@@ -167,15 +167,15 @@ async def adjust_stock(
     )
 
 
-async def lock_products(conn: Conn, product_ids: Sequence[UUID]) -> list[asyncpg.Record]:
+async def lock_products(conn: Conn, product_ids: Sequence[UUID]) -> None:
     """Locks the products' rows until commit, always in id order.
 
     Every transaction that changes several products' stock locks them first, in the same order
     (cancellations here, orders in record_order), so two of them can never wait on each other
-    (no deadlock); and stock read under the lock cannot change until this transaction ends.
+    (no deadlock).
     """
-    return await conn.fetch(
-        f"SELECT {_PRODUCT} FROM products WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE",
+    await conn.execute(
+        "SELECT FROM products WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE",
         list(product_ids),
     )
 
