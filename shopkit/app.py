@@ -30,7 +30,7 @@ from shopkit.tasks import background, periodic
 from shopkit.web import MAX_BODY_BYTES, Handler, base_middlewares, ok, read_body
 
 SETTINGS_KEY = web.AppKey("settings", ServiceSettings)
-POOL_KEY = web.AppKey("pool", asyncpg.Pool)
+POOL_KEY = web.AppKey("pool", db.FairPool)
 BROKER_KEY = web.AppKey("broker", Broker)
 CONSUMERS_KEY = web.AppKey("consumers", list)
 IDENTITY_KEY = web.RequestKey("identity", Identity)
@@ -119,7 +119,7 @@ def _outbox_relay(schema: str) -> list[Callable[[web.Application], AsyncIterator
     back and stays pending for the next relay, whether it went out or not (at least once)."""
 
     async def run(app: web.Application) -> None:
-        await OutboxRelay(app[POOL_KEY], app[BROKER_KEY], app[SETTINGS_KEY], schema).run()
+        await OutboxRelay(app[POOL_KEY], app[BROKER_KEY], app[SETTINGS_KEY]).run()
 
     async def prune(app: web.Application) -> None:
         await prune_published(app[POOL_KEY])

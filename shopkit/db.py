@@ -91,10 +91,22 @@ class StatelessConnection(asyncpg.Connection):
     """A pool connection that holds no session state between uses: only transaction-scoped
     locks, no LISTEN, no SET, no cursors. So the reset query asyncpg sends on every release
     (a round trip each time) has nothing to undo and is left out; an open transaction is still
-    rolled back on release."""
+    rolled back on release.
+
+    It remembers whether its user wrote an outbox event (`shopkit.outbox.event_written`), for
+    the pool to wake the relay when it comes back."""
+
+    _wrote_event = False
 
     def get_reset_query(self) -> str:
         return ""
+
+    def note_event_written(self) -> None:
+        self._wrote_event = True
+
+    def take_event_note(self) -> bool:
+        wrote, self._wrote_event = self._wrote_event, False
+        return wrote
 
 
 class FairPool(asyncpg.Pool):
@@ -108,6 +120,10 @@ class FairPool(asyncpg.Pool):
         super().__init__(*args, max_size=max_size, **kwargs)
         self._turns = asyncio.Semaphore(max_size)
         self._lent: set[object] = set()
+        # Set when a connection that wrote an outbox event comes back: its transaction is
+        # over by then (committed, or rolled back by the release), and this process's relay,
+        # waiting on it, publishes the event at once.
+        self.event_released = asyncio.Event()
 
     async def _acquire(self, timeout: float | None) -> Any:  # noqa: ASYNC109
         await self._turns.acquire()
@@ -122,15 +138,18 @@ class FairPool(asyncpg.Pool):
     async def release(
         self, connection: Any, *, timeout: float | None = None  # noqa: ASYNC109 (asyncpg's)
     ) -> None:
+        wrote_event = connection in self._lent and connection.take_event_note()
         try:
             await super().release(connection, timeout=timeout)
         finally:
             if connection in self._lent:  # a second release of one connection is a no-op
                 self._lent.discard(connection)
                 self._turns.release()
+            if wrote_event:
+                self.event_released.set()
 
 
-async def create_pool(settings: ServiceSettings, schema: str) -> asyncpg.Pool:
+async def create_pool(settings: ServiceSettings, schema: str) -> FairPool:
     """Like asyncpg.create_pool, with the FairPool."""
     return await FairPool(
         min_size=settings.db_pool_min_size,

@@ -6,8 +6,15 @@ did not happen. The relay publishes pending rows with publisher confirms and mar
 after the confirm, so a crash in between re-sends (at least once; consumers deduplicate by id).
 
 Several relays (one per instance) share the work with `FOR UPDATE SKIP LOCKED`. Order within one
-aggregate holds because a relay publishes an aggregate's rows one after another, and leaves an
-aggregate alone while an earlier row of it is locked by another relay.
+aggregate holds because a relay publishes an aggregate's rows one after another, and holds the
+aggregate until it commits: no other relay takes a row of it meanwhile.
+
+A relay is woken by its own process: the pool tells it when a connection that wrote an event
+comes back (`event_written`), so the event leaves as the change's response does. Rows that
+another process wrote and could not publish (it died, or its broker was down) are found by
+every relay's poll. Postgres' NOTIFY would wake every instance, but at a price paid on every
+change: it serialises the commits of all transactions that notify, and wakes every listening
+backend of the database for each one.
 """
 
 import asyncio
@@ -32,10 +39,6 @@ log = logging.getLogger("shopkit.outbox")
 RETENTION = timedelta(hours=1)
 
 
-def channel_for(schema: str) -> str:
-    return f"{schema}_outbox"
-
-
 def event_insert(first_parameter: int, gate: str) -> str:
     """The outbox insert, for a statement that writes a change and its event in one round trip:
     a data-modifying CTE body, written once here for every caller.
@@ -47,8 +50,7 @@ def event_insert(first_parameter: int, gate: str) -> str:
 
     The aggregate's advisory lock, taken before the row (and so its id) is made and held to
     commit, makes transactions writing events of one aggregate take their outbox ids in commit
-    order; the relay relies on that order. The NOTIFY is delivered at commit, and only if the
-    transaction commits: it wakes the relays at once.
+    order; the relay relies on that order. The caller calls `event_written` once it ran it.
     """
     event_id, event_type, aggregate, body, request_id = (
         f"${n}" for n in range(first_parameter, first_parameter + 5)
@@ -58,7 +60,6 @@ def event_insert(first_parameter: int, gate: str) -> str:
         SELECT {event_id}, {event_type}, {aggregate}, {body}, {request_id}
         FROM (SELECT pg_advisory_xact_lock(hashtextextended('outbox:' || {aggregate}, 0))
               FROM {gate}) AS locked
-        RETURNING pg_notify(current_schema() || '_outbox', '')
     """
 
 
@@ -76,6 +77,26 @@ async def add_event(
 ) -> None:
     """Adds `event` to the outbox inside the caller's open transaction, in one round trip."""
     await conn.execute(_ADD_EVENT, *event_parameters(event, aggregate_id, request_id))
+    event_written(conn)
+
+
+def event_written(conn: asyncpg.Connection) -> None:
+    """Says that `conn` wrote an outbox row: when it goes back to the pool, with its
+    transaction over, this process's relay wakes and publishes. A connection of no pool (a
+    command-line tool's) wakes nobody; the relays' poll finds its rows."""
+    note = getattr(conn, "note_event_written", None)
+    if note is not None:
+        note()
+
+
+# $1: the batch size. See OutboxRelay._claim.
+CLAIM = """
+    SELECT id, event_id, event_type, aggregate_id, body::text AS body, request_id
+    FROM outbox
+    WHERE published_at IS NULL
+      AND pg_try_advisory_xact_lock(hashtextextended('outbox-relay:' || aggregate_id, 0))
+    ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
+"""
 
 
 @dataclass
@@ -88,41 +109,33 @@ class _Row:
 class OutboxRelay:
     def __init__(
         self,
-        pool: asyncpg.Pool,
+        pool: db.FairPool,
         broker: Broker,
         settings: ServiceSettings,
-        schema: str,
     ) -> None:
         self._pool = pool
         self._broker = broker
         self._settings = settings
-        self._schema = schema
-        self._wakeup = asyncio.Event()
-        self._listener: asyncpg.Connection | None = None
 
     async def run(self) -> None:
         """Publishes until cancelled; outages of Postgres or RabbitMQ only pause it."""
         delay = 0.1
-        try:
-            while True:
-                try:
-                    await self._listen()
-                    if await self.publish_pending() == self._settings.outbox_batch_size:
-                        continue  # a full batch: more are likely waiting
-                    delay = 0.1
-                    await self._sleep(self._settings.outbox_poll_interval_seconds)
-                except (*DATABASE_ERRORS, BrokerUnavailable) as exc:
-                    log.warning("outbox relay paused: %s", type(exc).__name__)
-                    await self._back_off(delay)
-                    delay = min(delay * 2, 5.0)
-                except Exception:
-                    # Whatever else goes wrong (too many connections, a full disk...), the relay
-                    # must outlive it: events would otherwise pile up until a restart.
-                    log.exception("outbox relay failed; retrying")
-                    await self._back_off(delay)
-                    delay = min(delay * 2, 5.0)
-        finally:
-            await self._close_listener()
+        while True:
+            try:
+                if await self.publish_pending() == self._settings.outbox_batch_size:
+                    continue  # a full batch: more are likely waiting
+                delay = 0.1
+                await self._sleep(self._settings.outbox_poll_interval_seconds)
+            except (*DATABASE_ERRORS, BrokerUnavailable) as exc:
+                log.warning("outbox relay paused: %s", type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            except Exception:
+                # Whatever else goes wrong (too many connections, a full disk...), the relay
+                # must outlive it: events would otherwise pile up until a restart.
+                log.exception("outbox relay failed; retrying")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def publish_pending(self) -> int:
         """One pass: publishes up to a batch of pending rows; returns how many went out."""
@@ -145,28 +158,18 @@ class OutboxRelay:
         return len(published)
 
     async def _claim(self, conn: asyncpg.Connection) -> list[_Row]:
-        """Locks a batch of pending rows, minus aggregates another relay is still publishing.
+        """Locks a batch of pending rows, in id order, of aggregates no other relay holds.
 
-        An earlier pending row of an aggregate that is not in our batch is locked by another
-        relay (rows of one aggregate are committed in id order): that aggregate's rows stay
-        locked by us but wait for the next pass. One statement, one round trip.
+        A relay holds each aggregate it claims rows of (a transaction-scoped advisory lock, so
+        until its commit) and passes over the rows of aggregates another relay holds: the
+        earlier rows of an aggregate always go out before its later ones, whichever relay
+        takes them. The lock is tried before the row is: both are held or neither.
+
+        One index scan, one round trip, whatever the number of pending rows: the cost does
+        not grow with a backlog, and it does not depend on what the planner believes about
+        the table (its statistics, taken when nothing was pending, say nearly nothing is).
         """
-        rows = await conn.fetch(
-            """
-            WITH claimed AS (
-                SELECT id, event_id, event_type, aggregate_id, body::text AS body, request_id
-                FROM outbox WHERE published_at IS NULL
-                ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
-            )
-            SELECT * FROM claimed c WHERE NOT EXISTS (
-                SELECT FROM outbox o
-                WHERE o.published_at IS NULL AND o.aggregate_id = c.aggregate_id
-                  AND o.id < c.id AND o.id NOT IN (SELECT id FROM claimed)
-            )
-            ORDER BY id
-            """,
-            self._settings.outbox_batch_size,
-        )
+        rows = await conn.fetch(CLAIM, self._settings.outbox_batch_size)
         return [
             _Row(
                 r["id"],
@@ -189,30 +192,13 @@ class OutboxRelay:
             published.append(row.id)
         return published
 
-    async def _listen(self) -> None:
-        if self._listener is not None and not self._listener.is_closed():
-            return
-        self._listener = await db.connect(self._settings, self._schema)
-        await self._listener.add_listener(channel_for(self._schema), self._on_notify)
-
-    async def _back_off(self, seconds: float) -> None:
-        await self._close_listener()
-        await asyncio.sleep(seconds)
-
-    def _on_notify(self, *_: object) -> None:
-        self._wakeup.set()
-
     async def _sleep(self, seconds: float) -> None:
+        """Until a connection of our pool brings back an event, or the poll is due. An event
+        released during the pass just made wakes us at once: the claim may have missed it."""
+        woken = self._pool.event_released
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wakeup.wait(), seconds)
-        self._wakeup.clear()
-
-    async def _close_listener(self) -> None:
-        if self._listener is not None:
-            with contextlib.suppress(*DATABASE_ERRORS):
-                await self._listener.close(timeout=1)
-            self._listener = None
-
+            await asyncio.wait_for(woken.wait(), seconds)
+        woken.clear()
 
 
 async def prune_published(pool: asyncpg.Pool) -> None:

@@ -8,7 +8,7 @@ from uuid import UUID
 import asyncpg
 
 from services.orders.domain import OrderItem
-from shopkit.outbox import event_insert
+from shopkit.outbox import event_insert, event_written
 
 Conn = asyncpg.Connection
 
@@ -282,13 +282,16 @@ async def record_order(
     Idempotency-Key makes it raise UniqueViolationError on IDEMPOTENCY_INDEX.
     """
     lines = list(enumerate(items, start=1))
-    return await conn.fetchrow(
+    row = await conn.fetchrow(
         _RECORD_ORDER,
         order_id, user_id, total, address, note, key, fingerprint,
         [n for n, _ in lines], [i.product_id for _, i in lines], [i.sku for _, i in lines],
         [i.name for _, i in lines], [i.unit_price_cents for _, i in lines],
         [i.quantity for _, i in lines], placed_at, *event,
     )
+    if row["id"] is not None:
+        event_written(conn)
+    return row
 
 
 async def insert_history(
