@@ -281,6 +281,27 @@ async def stock_and_orders(customers: list[Customer], products: list[str]) -> tu
     return int(stock), int(ordered)
 
 
+async def tracking_caught_up(customers: list[Customer], deadline: float = 120) -> float | None:
+    """Seconds from now until every order of the bench customers is tracked (its event went
+    through the outbox, RabbitMQ and the tracking consumer), or None past the deadline. The
+    events are part of what an order costs: throughput that leaves them behind is not kept."""
+    conn = await asyncpg.connect(_shop_admin_dsn())
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < deadline:
+            untracked = await conn.fetchval(
+                """SELECT count(*) FROM orders.orders o
+                   WHERE o.user_id = any($1::uuid[]) AND NOT EXISTS (
+                       SELECT FROM tracking.trackings t WHERE t.order_id = o.id)""",
+                [c.user_id for c in customers])
+            if untracked == 0:
+                return time.monotonic() - started
+            await asyncio.sleep(0.05)
+        return None
+    finally:
+        await conn.close()
+
+
 def signed(customer: Customer, path: str) -> dict[str, str]:
     """The identity the gateway would sign for this GET; good for IDENTITY_MAX_AGE_SECONDS."""
     caller = Identity(
@@ -318,9 +339,13 @@ def order_placement(customers: list[Customer], products: list[str], runs: int,
         f"http://127.0.0.1:{PORTS['gateway']}/api/orders", {}, seconds, 32, ORDER_SCRIPT,
         {"BENCH_CUSTOMERS": pairs, "BENCH_PRODUCTS": ";".join(products)}))
     after = asyncio.run(stock_and_orders(customers, products))
+    caught_up = asyncio.run(tracking_caught_up(customers))
     taken, ordered = before[0] - after[0], after[1] - before[1]
     verdict = (f"stock taken {taken:,}, units ordered {ordered:,}: "
-               f"{'0 oversold' if taken == ordered and after[0] >= 0 else 'MISMATCH'}")
+               f"{'0 oversold' if taken == ordered and after[0] >= 0 else 'MISMATCH'}; "
+               + ("every order tracked (its event consumed) "
+                  f"{caught_up:.1f} s after the load stopped" if caught_up is not None
+                  else "ORDERS STILL UNTRACKED 120 s after the load stopped"))
     print(f"  {verdict}")
     return summary, verdict
 
