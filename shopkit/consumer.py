@@ -14,7 +14,8 @@ fields) goes to the DLQ at once; a handler failure is retried `consumer_max_retr
 delay doubling, then dead-lettered. A database that cannot serve (is_transient) is no fault of
 the message: it is put back after a pause without counting as an attempt. Several instances
 share each queue (competing consumers); the inbox and the handlers' own locks make the results
-the same.
+the same. Handlers that can apply many events in one statement get them in batches
+(`EventHandler.apply_many`).
 """
 
 import asyncio
@@ -84,6 +85,7 @@ class IncomingEvent:
 
 
 Handler = Callable[[asyncpg.Connection, IncomingEvent], Awaitable[None]]
+BatchHandler = Callable[[asyncpg.Connection, list[IncomingEvent]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,58 @@ class EventHandler:
     # transaction, with no inbox row: one round trip to Postgres instead of four (BEGIN,
     # inbox, apply, COMMIT), which is most of the time an event takes to be applied.
     deduplicates_itself: bool = False
+    # One statement for several such events (of this type, or of others sharing the same
+    # function), each as `apply` would have applied it. The events that arrive while one
+    # runs go together in the next: under load a statement and a commit serve many events,
+    # and an event that arrives alone goes at once. Needs `deduplicates_itself`.
+    apply_many: BatchHandler | None = None
+
+    def __post_init__(self) -> None:
+        if self.apply_many is not None and not self.deduplicates_itself:
+            raise ValueError("apply_many needs a handler that deduplicates itself")
+
+
+class _Batches:
+    """Gathers the events of one `apply_many` while its statement for the ones before runs.
+
+    One statement at a time per function: the next batch is whatever arrived meanwhile (up
+    to `max_size`), so nothing waits for a batch to fill. Each event's `add` returns once its
+    batch committed, and raises what the batch raised: its message is then acked, or handled
+    as a failure, exactly as a single event's would be.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, apply_many: BatchHandler, max_size: int) -> None:
+        self._pool = pool
+        self._apply_many = apply_many
+        self._max_size = max_size
+        self._waiting: list[tuple[IncomingEvent, asyncio.Future[None]]] = []
+        self._draining: asyncio.Task[None] | None = None
+
+    async def add(self, event: IncomingEvent) -> None:
+        applied = asyncio.get_running_loop().create_future()
+        self._waiting.append((event, applied))
+        if self._draining is None:
+            self._draining = asyncio.create_task(self._drain())
+        await applied  # cancelled, it leaves the batch (run by _drain) to its mates
+
+    async def _drain(self) -> None:
+        try:
+            while self._waiting:
+                batch = self._waiting[: self._max_size]
+                del self._waiting[: self._max_size]
+                try:
+                    async with self._pool.acquire() as conn:
+                        await self._apply_many(conn, [event for event, _ in batch])
+                except Exception as exc:
+                    for _, applied in batch:
+                        if not applied.done():
+                            applied.set_exception(exc)
+                else:
+                    for _, applied in batch:
+                        if not applied.done():
+                            applied.set_result(None)
+        finally:
+            self._draining = None
 
 
 @dataclass(frozen=True)
@@ -187,6 +241,11 @@ class Consumer:
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._batches = {
+            handler.apply_many: _Batches(pool, handler.apply_many, settings.consumer_prefetch)
+            for handler in subscription.handlers.values()
+            if handler.apply_many is not None
+        }
 
     @property
     def queue(self) -> str:
@@ -303,6 +362,15 @@ class Consumer:
 
     async def _apply(self, event: IncomingEvent) -> None:
         handler = self._subscription.handlers[event.type]
+        if handler.apply_many is not None:
+            try:
+                await self._batches[handler.apply_many].add(event)
+                return
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                # One event of the batch is at fault, or none is: each is applied on its own
+                # below, so only a culprit is retried or dead-lettered.
         async with self._pool.acquire() as conn:
             if handler.deduplicates_itself:
                 await handler.apply(conn, event)

@@ -26,30 +26,36 @@ class OrderStatusChanged(EventData):
     version: int = Field(ge=1)
 
 
-async def on_order_created(conn: asyncpg.Connection, event: IncomingEvent) -> None:
-    data: OrderCreated = event.data
-    await queries.follow_status(
-        conn, data.order_id, data.user_id, data.version, data.status, "Order placed",
-        event.occurred_at,
+def _status(event: IncomingEvent) -> queries.StatusFollowed:
+    """The status an event reports. A change may arrive before the order.created it follows:
+    the tracking is created from it, and the placed entry joins the timeline (by time) when
+    it comes."""
+    data: OrderCreated | OrderStatusChanged = event.data
+    if isinstance(data, OrderCreated):
+        return queries.StatusFollowed(
+            data.order_id, data.user_id, data.version, data.status, "Order placed",
+            event.occurred_at,
+        )
+    return queries.StatusFollowed(
+        data.order_id, data.user_id, data.version, data.to, data.note, event.occurred_at
     )
 
 
-async def on_status_changed(conn: asyncpg.Connection, event: IncomingEvent) -> None:
-    """Also handles a change that arrives before the order.created it follows: the tracking is
-    created from it, and the placed entry joins the timeline (by time) when it comes."""
-    data: OrderStatusChanged = event.data
-    await queries.follow_status(
-        conn, data.order_id, data.user_id, data.version, data.to, data.note, event.occurred_at
-    )
+async def follow(conn: asyncpg.Connection, event: IncomingEvent) -> None:
+    await queries.follow_statuses(conn, [_status(event)])
 
 
+async def follow_all(conn: asyncpg.Connection, events: list[IncomingEvent]) -> None:
+    await queries.follow_statuses(conn, [_status(event) for event in events])
+
+
+# follow_statuses is one statement, and the version it checks makes a repeat a no-op.
 SUBSCRIPTION = Subscription(
     QUEUE,
     {
-        # follow_status is one statement, and the version it checks makes a repeat a no-op.
-        "order.created": EventHandler(OrderCreated, on_order_created, deduplicates_itself=True),
-        "order.status_changed": EventHandler(
-            OrderStatusChanged, on_status_changed, deduplicates_itself=True
-        ),
+        event_type: EventHandler(model, follow, deduplicates_itself=True, apply_many=follow_all)
+        for event_type, model in (
+            ("order.created", OrderCreated), ("order.status_changed", OrderStatusChanged)
+        )
     },
 )

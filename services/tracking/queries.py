@@ -1,5 +1,7 @@
 """SQL of the tracking schema. Every value is a parameter; the schema comes from the search_path."""
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from uuid import UUID
 
@@ -21,33 +23,55 @@ async def lock_order(conn: Conn, order_id: UUID) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", _lock_key(order_id))
 
 
-async def follow_status(
-    conn: Conn, order_id: UUID, user_id: UUID, version: int, status: str, note: str | None,
-    occurred_at: datetime,
-) -> None:
-    """Creates the tracking or moves its status, unless it already holds this version or a
-    newer one (events may arrive twice or out of order), and adds the status to the timeline.
+@dataclass(frozen=True)
+class StatusFollowed:
+    """A status of an order as an event reported it."""
 
-    One statement, one round trip: the order's lock (as lock_order takes it) comes first, so
-    admin updates of the order still wait for it or it for them. Neither write reads a
+    order_id: UUID
+    user_id: UUID
+    version: int
+    status: str
+    note: str | None
+    occurred_at: datetime
+
+
+async def follow_statuses(conn: Conn, statuses: Sequence[StatusFollowed]) -> None:
+    """For each order, creates the tracking or moves its status to the newest version given,
+    unless it already holds that version or a newer one (events may arrive twice or out of
+    order), and adds each status to the timeline.
+
+    One statement, one round trip, for any number of events. The orders' locks (as lock_order
+    takes them) come first, in key order, so two such statements never wait on each other
+    and admin updates of an order still wait for it or it for them. Neither write reads a
     snapshot that the wait could leave stale: ON CONFLICT checks the latest committed row.
+    An upsert may touch a row once per statement, hence one row per order (its newest).
     """
     await conn.execute(
         """
-        WITH locked AS (
-            SELECT pg_advisory_xact_lock(hashtextextended($7, 0))
+        WITH given AS (
+            SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::text[], $5::text[],
+                                 $6::timestamptz[])
+                AS g(order_id, user_id, version, status, note, occurred_at)
+        ), locked AS (
+            SELECT count(pg_advisory_xact_lock(key)) FROM (
+                SELECT DISTINCT hashtextextended('tracking:' || order_id::text, 0) AS key
+                FROM given ORDER BY key
+            ) AS keys
         ), followed AS (
             INSERT INTO trackings (order_id, user_id, status, version)
-            SELECT $1, $2, $4, $3 FROM locked
+            SELECT DISTINCT ON (order_id) order_id, user_id, status, version
+            FROM given, locked ORDER BY order_id, version DESC
             ON CONFLICT (order_id) DO UPDATE SET
                 status = excluded.status, version = excluded.version, updated_at = now()
             WHERE trackings.version < excluded.version
         )
         INSERT INTO timeline (order_id, version, status, note, occurred_at)
-        SELECT $1, $3, $4, $5, $6 FROM locked
+        SELECT order_id, version, status, note, occurred_at FROM given, locked
         ON CONFLICT (order_id, version) DO NOTHING
         """,
-        order_id, user_id, version, status, note, occurred_at, _lock_key(order_id),
+        [s.order_id for s in statuses], [s.user_id for s in statuses],
+        [s.version for s in statuses], [s.status for s in statuses],
+        [s.note for s in statuses], [s.occurred_at for s in statuses],
     )
 
 

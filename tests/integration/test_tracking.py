@@ -9,6 +9,7 @@ import aio_pika
 import aiohttp
 import asyncpg
 
+from services.tracking.queries import StatusFollowed, follow_statuses
 from shopkit.consumer import REASON_HEADER, RETRIES_HEADER, dead_letter_counts
 from tests.events import publish_event
 from tests.system import (
@@ -151,6 +152,32 @@ async def test_events_out_of_order_and_twice_end_in_the_right_state(
     # processed too, and the state has not moved.
     await eventually(lambda: queue_settled(QUEUE))
     assert await _tracking_row(admin_db, order_id) == expected
+
+
+async def test_one_batch_with_every_version_of_orders_twice_ends_in_the_right_state(
+    system, admin_db: asyncpg.Pool
+) -> None:
+    """What the consumer hands follow_statuses under load: several events of one order, out of
+    order and repeated, beside other orders' events, in one statement."""
+    orders = [(uuid.uuid4(), uuid.uuid4()) for _ in range(3)]
+    statuses = [
+        StatusFollowed(
+            uuid.UUID(data["orderId"]), uuid.UUID(data["userId"]), data["version"],
+            data.get("to") or data["status"], data.get("note"), at,
+        )
+        for order_id, user_id in orders
+        for _, data, at in _order_events(order_id, user_id)
+    ]
+    batch = list(reversed(statuses)) + statuses[:3]
+    conn = await asyncpg.connect(system.settings["tracking"].database_url.get_secret_value(),
+                                 server_settings={"search_path": "tracking"})
+    try:
+        await follow_statuses(conn, batch)
+    finally:
+        await conn.close()
+    expected = ("in_transit", 4, ["placed", "confirmed", "shipped", "in_transit"])
+    for order_id, _ in orders:
+        assert await _tracking_row(admin_db, order_id) == expected
 
 
 async def _dead_letters() -> list[aio_pika.abc.AbstractIncomingMessage]:
