@@ -10,6 +10,7 @@ import os
 import secrets
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any, TypeVar
 
 import aiohttp
 import asyncpg
@@ -18,7 +19,9 @@ import pytest
 from services.bootstrap import SUBSCRIPTIONS, BootstrapSettings
 from shopkit.bootstrap import ServiceDatabase, bootstrap, with_database
 from shopkit.consumer import declare_all
+from shopkit.settings import ServiceSettings
 from tests.system import (
+    IDENTITY_SECRET,
     RABBITMQ_URL,
     TEST_NAME,
     System,
@@ -28,10 +31,24 @@ from tests.system import (
     running_system,
 )
 
+S = TypeVar("S", bound=ServiceSettings)
+
 ADMIN_DSN = os.environ.get(
     "ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 TEST_DATABASE = TEST_NAME
+
+
+def scratch_settings(settings_class: type[S], **overrides: Any) -> S:
+    """Settings of a service connected as the administrator to the test database: for tests
+    that make a scratch schema of their own, beside the running services'."""
+    return settings_class(
+        port=0,
+        database_url=with_database(ADMIN_DSN, TEST_DATABASE),
+        identity_secret=IDENTITY_SECRET,
+        rabbitmq_url=RABBITMQ_URL,
+        **overrides,
+    )
 
 
 def test_service_databases(password: str) -> list[ServiceDatabase]:

@@ -101,3 +101,15 @@ async def publish_event(
     finally:
         await connection.close()
     return event_id
+
+
+async def take_dead_letters(queue: str) -> list[AbstractIncomingMessage]:
+    """Takes every message now in `<queue>.dlq`, so each test sees only its own."""
+    connection = await aio_pika.connect(RABBITMQ_URL)
+    async with connection:
+        channel = await connection.channel()
+        dlq = await channel.declare_queue(f"{queue}.dlq", durable=True, passive=True)
+        taken = []
+        while (message := await dlq.get(fail=False, no_ack=True)) is not None:
+            taken.append(message)
+        return taken

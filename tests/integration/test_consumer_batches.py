@@ -13,7 +13,6 @@ from pydantic import Field
 
 from services.tracking.settings import TrackingSettings
 from shopkit import db
-from shopkit.bootstrap import with_database
 from shopkit.consumer import (
     REASON_HEADER,
     Consumer,
@@ -22,9 +21,9 @@ from shopkit.consumer import (
     IncomingEvent,
     Subscription,
 )
-from tests.conftest import ADMIN_DSN, TEST_DATABASE
-from tests.events import publish_event
-from tests.system import IDENTITY_SECRET, RABBITMQ_URL, eventually
+from tests.conftest import scratch_settings
+from tests.events import publish_event, take_dead_letters
+from tests.system import RABBITMQ_URL, eventually
 
 
 class Counted(EventData):
@@ -76,13 +75,8 @@ async def scratch(admin_db: asyncpg.Pool) -> AsyncIterator[Scratch]:
 
 
 def _settings() -> TrackingSettings:
-    return TrackingSettings(
-        port=0,
-        database_url=with_database(ADMIN_DSN, TEST_DATABASE),
-        identity_secret=IDENTITY_SECRET,
-        rabbitmq_url=RABBITMQ_URL,
-        consumer_max_retries=1,
-        consumer_retry_delay_seconds=0.05,
+    return scratch_settings(
+        TrackingSettings, consumer_max_retries=1, consumer_retry_delay_seconds=0.05
     )
 
 
@@ -147,20 +141,9 @@ async def test_a_failing_event_fails_alone_and_its_batch_mates_are_applied(
     task = await _consuming(scratch)
     try:
         await eventually(lambda: _applied_are(scratch, [*range(10), *range(20, 30)]))
-        dead = await eventually(lambda: _dead_letters(scratch))
+        dead = await eventually(lambda: take_dead_letters(scratch.queue))
     finally:
         await _stop(task)
     assert len(dead) == 1 and '"n":13' in dead[0].body.decode().replace(" ", "")
     assert "failed 2 times" in dead[0].headers[REASON_HEADER]
     assert max(scratch.batch_sizes) > 1, "13 went into a batch with others at first"
-
-
-async def _dead_letters(scratch: Scratch) -> list[aio_pika.abc.AbstractIncomingMessage]:
-    connection = await aio_pika.connect(RABBITMQ_URL)
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(f"{scratch.queue}.dlq", durable=True, passive=True)
-        taken = []
-        while (message := await queue.get(fail=False, no_ack=True)) is not None:
-            taken.append(message)
-        return taken

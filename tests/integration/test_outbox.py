@@ -12,14 +12,13 @@ import pytest
 
 from services.orders.settings import OrdersSettings
 from shopkit import db
-from shopkit.bootstrap import with_database
 from shopkit.broker import Broker
 from shopkit.events import Event
 from shopkit.migrations import KIT_MIGRATIONS, apply_migrations
 from shopkit.outbox import CLAIM, OutboxRelay, add_event
-from tests.conftest import ADMIN_DSN, TEST_DATABASE
+from tests.conftest import scratch_settings
 from tests.events import watch_events
-from tests.system import IDENTITY_SECRET, RABBITMQ_URL, eventually
+from tests.system import RABBITMQ_URL, eventually
 
 
 @dataclass
@@ -35,13 +34,8 @@ class Scratch:
 async def scratch(admin_db: asyncpg.Pool) -> AsyncIterator[Scratch]:
     schema = f"outbox_{uuid.uuid4().hex[:8]}"
     await admin_db.execute(f"CREATE SCHEMA {schema}")
-    settings = OrdersSettings(
-        port=0,
-        database_url=with_database(ADMIN_DSN, TEST_DATABASE),
-        identity_secret=IDENTITY_SECRET,
-        rabbitmq_url=RABBITMQ_URL,
-        outbox_batch_size=5,
-        outbox_poll_interval_seconds=0.2,
+    settings = scratch_settings(
+        OrdersSettings, outbox_batch_size=5, outbox_poll_interval_seconds=0.2
     )
     conn = await db.connect(settings, schema)
     try:

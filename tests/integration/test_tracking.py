@@ -11,7 +11,7 @@ import asyncpg
 
 from services.tracking.queries import StatusFollowed, follow_statuses
 from shopkit.consumer import REASON_HEADER, RETRIES_HEADER, dead_letter_counts
-from tests.events import publish_event
+from tests.events import publish_event, take_dead_letters
 from tests.system import (
     RABBITMQ_URL,
     call,
@@ -181,17 +181,7 @@ async def test_one_batch_with_every_version_of_orders_twice_ends_in_the_right_st
 
 
 async def _dead_letters() -> list[aio_pika.abc.AbstractIncomingMessage]:
-    """Takes every message now in the DLQ (so each test sees only its own)."""
-    connection = await aio_pika.connect(RABBITMQ_URL)
-    try:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(f"{QUEUE}.dlq", durable=True, passive=True)
-        taken = []
-        while (message := await queue.get(fail=False, no_ack=True)) is not None:
-            taken.append(message)
-        return taken
-    finally:
-        await connection.close()
+    return await take_dead_letters(QUEUE)
 
 
 async def test_poison_goes_to_the_dlq_and_good_messages_still_flow(
