@@ -6,8 +6,8 @@ did not happen. The relay publishes pending rows with publisher confirms and mar
 after the confirm, so a crash in between re-sends (at least once; consumers deduplicate by id).
 
 Several relays (one per instance) share the work with `FOR UPDATE SKIP LOCKED`. Order within one
-aggregate holds because a relay publishes an aggregate's rows one after another, and holds the
-aggregate until it commits: no other relay takes a row of it meanwhile.
+aggregate holds because a relay publishes an aggregate's rows one after another, and leaves an
+aggregate alone while an earlier row of it is locked by another relay.
 
 A relay is woken by its own process: the pool tells it when a connection that wrote an event
 comes back (`event_written`), so the event leaves as the change's response does. Rows that
@@ -91,11 +91,20 @@ def event_written(conn: asyncpg.Connection) -> None:
 
 # $1: the batch size. See OutboxRelay._claim.
 CLAIM = """
-    SELECT id, event_id, event_type, aggregate_id, body::text AS body, request_id
-    FROM outbox
-    WHERE published_at IS NULL
-      AND pg_try_advisory_xact_lock(hashtextextended('outbox-relay:' || aggregate_id, 0))
-    ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
+    WITH candidates AS MATERIALIZED (
+        SELECT id, aggregate_id FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1
+    ), claimed AS (
+        SELECT id, event_id, event_type, aggregate_id, body::text AS body, request_id
+        FROM outbox
+        WHERE id IN (SELECT id FROM candidates) AND published_at IS NULL
+        ORDER BY id FOR UPDATE SKIP LOCKED
+    )
+    SELECT * FROM claimed WHERE NOT EXISTS (
+        SELECT FROM candidates earlier
+        WHERE earlier.aggregate_id = claimed.aggregate_id AND earlier.id < claimed.id
+          AND earlier.id NOT IN (SELECT id FROM claimed)
+    )
+    ORDER BY id
 """
 
 
@@ -158,16 +167,19 @@ class OutboxRelay:
         return len(published)
 
     async def _claim(self, conn: asyncpg.Connection) -> list[_Row]:
-        """Locks a batch of pending rows, in id order, of aggregates no other relay holds.
+        """Locks a batch of pending rows, minus aggregates another relay is still publishing.
 
-        A relay holds each aggregate it claims rows of (a transaction-scoped advisory lock, so
-        until its commit) and passes over the rows of aggregates another relay holds: the
-        earlier rows of an aggregate always go out before its later ones, whichever relay
-        takes them. The lock is tried before the row is: both are held or neither.
+        The candidates are the first pending rows in id order, as this statement sees them.
+        Of those not locked by another relay, a row is ours unless an earlier candidate of its
+        aggregate is not (another relay holds it): an aggregate's rows go out in id order,
+        whichever relay takes them (rows of one aggregate are committed in id order, so an
+        earlier row is always among the candidates). Such rows stay locked by us but wait for
+        the next pass.
 
-        One index scan, one round trip, whatever the number of pending rows: the cost does
-        not grow with a backlog, and it does not depend on what the planner believes about
-        the table (its statistics, taken when nothing was pending, say nearly nothing is).
+        One statement, one round trip. The check compares the batch with itself, never with
+        the table: its cost does not grow with a backlog, and does not depend on what the
+        planner believes about the table (its statistics, taken when nothing was pending, say
+        nearly nothing is).
         """
         rows = await conn.fetch(CLAIM, self._settings.outbox_batch_size)
         return [

@@ -106,8 +106,30 @@ async def test_several_relays_publish_everything_in_order_per_aggregate(scratch:
         first_arrivals.setdefault(body["id"], body)
     for body in first_arrivals.values():
         seen[body["data"]["aggregate"]].append(body["data"]["seq"])
-    assert all(seqs == list(range(per_aggregate)) for seqs in seen.values()), seen
+    assert all(seqs == list(range(per_aggregate)) for seqs in seen.values()), repr(seen)
 
+
+
+async def test_a_relay_leaves_an_aggregate_alone_while_another_holds_its_earlier_row(
+    scratch: Scratch,
+) -> None:
+    """Another relay has claimed X's first row and not yet published it: X's second row must
+    wait, or it would go out first. Other aggregates' rows are taken meanwhile."""
+    first_of_x, second_of_x = await _write(scratch, "X", 0), await _write(scratch, "X", 1)
+    only_of_y = await _write(scratch, "Y", 0)
+    async with scratch.pool.acquire() as other_relay, other_relay.transaction():
+        await other_relay.execute(
+            "SELECT FROM outbox WHERE event_id = $1 FOR UPDATE", first_of_x.id
+        )
+        assert await _claimed(scratch) == [only_of_y.id]
+    assert await _claimed(scratch) == [first_of_x.id, second_of_x.id, only_of_y.id]
+
+
+async def _claimed(scratch: Scratch) -> list[uuid.UUID]:
+    """The event ids one claim takes (and lets go again)."""
+    async with scratch.pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(CLAIM, 100)
+        return [row["event_id"] for row in rows]
 
 
 class _DiesAfterPublishing(OutboxRelay):
