@@ -14,13 +14,15 @@ _TRACKING = (
 )
 
 
-def _lock_key(order_id: UUID) -> str:
-    return f"tracking:{order_id}"
+def _order_lock_key(order_id: str) -> str:
+    """The advisory lock key of an order, as SQL over `order_id` (a column or a parameter, never
+    a value): written once, so the statements that must exclude each other take the same."""
+    return f"hashtextextended('tracking:' || {order_id}::text, 0)"
 
 
 async def lock_order(conn: Conn, order_id: UUID) -> None:
     """Events and admin updates of one order are applied one at a time, on every instance."""
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", _lock_key(order_id))
+    await conn.execute(f"SELECT pg_advisory_xact_lock({_order_lock_key('$1::uuid')})", order_id)
 
 
 @dataclass(frozen=True)
@@ -47,14 +49,14 @@ async def follow_statuses(conn: Conn, statuses: Sequence[StatusFollowed]) -> Non
     An upsert may touch a row once per statement, hence one row per order (its newest).
     """
     await conn.execute(
-        """
+        f"""
         WITH given AS (
             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::text[], $5::text[],
                                  $6::timestamptz[])
                 AS g(order_id, user_id, version, status, note, occurred_at)
         ), locked AS (
             SELECT count(pg_advisory_xact_lock(key)) FROM (
-                SELECT DISTINCT hashtextextended('tracking:' || order_id::text, 0) AS key
+                SELECT DISTINCT {_order_lock_key("order_id")} AS key
                 FROM given ORDER BY key
             ) AS keys
         ), followed AS (
