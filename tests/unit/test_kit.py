@@ -1,8 +1,9 @@
+import gc
 from pathlib import Path
 
 import pytest
 
-from shopkit import errors
+from shopkit import errors, runner
 from shopkit.migrations import KIT_MIGRATIONS, MigrationError, MigrationSet, load_migrations
 from shopkit.web import sane_request_id
 
@@ -56,3 +57,14 @@ def test_every_service_ships_valid_migrations() -> None:
         assert load_migrations(MigrationSet(service, Path("services") / service / "migrations"))
     for kit_set in KIT_MIGRATIONS:
         assert load_migrations(kit_set)
+
+
+def test_a_started_component_leaves_its_startup_objects_to_reference_counting() -> None:
+    threshold = gc.get_threshold()
+    try:
+        runner._tune_garbage_collector()
+        assert gc.get_freeze_count() > 1000
+        assert gc.get_threshold() == (runner.YOUNG_GENERATION, *threshold[1:])
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
