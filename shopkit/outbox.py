@@ -39,7 +39,7 @@ log = logging.getLogger("shopkit.outbox")
 RETENTION = timedelta(hours=1)
 
 
-def event_insert(first_parameter: int, gate: str) -> str:
+def event_insert(first_parameter: int, gate: str, completion: str | None = None) -> str:
     """The outbox insert, for a statement that writes a change and its event in one round trip:
     a data-modifying CTE body, written once here for every caller.
 
@@ -48,6 +48,10 @@ def event_insert(first_parameter: int, gate: str) -> str:
     gate that is empty when the change was not made leaves the outbox alone. Only the numbers
     of parameters are put into the text; every value stays a parameter.
 
+    `completion` is for an event with values only the statement knows (what it read under its
+    locks, the database's clock): an SQL expression over the gate's columns that gives a JSON
+    object. Its keys replace the envelope's, except `data`, whose keys are added to the data.
+
     The aggregate's advisory lock, taken before the row (and so its id) is made and held to
     commit, makes transactions writing events of one aggregate take their outbox ids in commit
     order; the relay relies on that order. The caller calls `event_written` once it ran it.
@@ -55,10 +59,17 @@ def event_insert(first_parameter: int, gate: str) -> str:
     event_id, event_type, aggregate, body, request_id = (
         f"${n}" for n in range(first_parameter, first_parameter + 5)
     )
+    envelope = f"{body}::jsonb"
+    if completion is not None:
+        envelope = (
+            f"{envelope} || completion"
+            f" || jsonb_build_object('data', ({envelope} -> 'data') || (completion -> 'data'))"
+        )
     return f"""
         INSERT INTO outbox (event_id, event_type, aggregate_id, body, request_id)
-        SELECT {event_id}, {event_type}, {aggregate}, {body}, {request_id}
-        FROM (SELECT pg_advisory_xact_lock(hashtextextended('outbox:' || {aggregate}, 0))
+        SELECT {event_id}, {event_type}, {aggregate}, {envelope}, {request_id}
+        FROM (SELECT pg_advisory_xact_lock(hashtextextended('outbox:' || {aggregate}, 0)),
+                     {completion or "NULL::jsonb"} AS completion
               FROM {gate}) AS locked
     """
 

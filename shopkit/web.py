@@ -29,10 +29,15 @@ Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 Model = TypeVar("Model", bound=BaseModel)
 
 
+def api_name(field: str) -> str:
+    """A field's name on the wire: `unit_price_cents` is `unitPriceCents`."""
+    return to_camel(field)
+
+
 class ApiModel(BaseModel):
     """A request or response body: camelCase on the wire, snake_case in Python."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+    model_config = ConfigDict(alias_generator=api_name, populate_by_name=True)
 
 
 def path_id(request: web.Request, name: str) -> uuid.UUID:

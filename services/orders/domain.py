@@ -57,15 +57,6 @@ class StockedProduct:
 
 
 @dataclass(frozen=True)
-class OrderItem:
-    product_id: UUID
-    sku: str
-    name: str
-    unit_price_cents: int
-    quantity: int
-
-
-@dataclass(frozen=True)
 class Shortage:
     product_id: UUID
     sku: str
@@ -85,9 +76,12 @@ class OutOfStock(Exception):
         self.shortages = shortages
 
 
-def plan_items(lines: list[Line], products: dict[UUID, StockedProduct]) -> list[OrderItem]:
-    """The order's items, priced now, when every line is in stock; otherwise raises naming every
-    line that is unknown or short (not only the first), so the client can fix them all."""
+def check_stock(lines: list[Line], products: dict[UUID, StockedProduct]) -> None:
+    """An order is placed only when every line names a product and is in stock. Raises naming
+    every line that is unknown or short (not only the first), so the client can fix them all.
+
+    Placing checks the same on the locked rows, in the statement that writes the order (where
+    it also prices the lines): this rule says why an order was refused."""
     unknown = [line.product_id for line in lines if line.product_id not in products]
     if unknown:
         raise UnknownProducts(unknown)
@@ -98,15 +92,6 @@ def plan_items(lines: list[Line], products: dict[UUID, StockedProduct]) -> list[
     ]
     if short:
         raise OutOfStock(short)
-    return [
-        OrderItem(p.id, p.sku, p.name, p.price_cents, line.quantity)
-        for line in lines
-        if (p := products[line.product_id])
-    ]
-
-
-def total_cents(items: list[OrderItem]) -> int:
-    return sum(item.unit_price_cents * item.quantity for item in items)
 
 
 def fingerprint(body: Any) -> bytes:

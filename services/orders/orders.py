@@ -4,7 +4,6 @@ Every change is one transaction holding the order's row (or the products' rows) 
 status, the version, the history entry, the stock and the outbox event commit together.
 """
 
-import dataclasses
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
@@ -14,7 +13,6 @@ from aiohttp import web
 from pydantic import Field, StrictInt, StringConstraints, field_validator
 
 from services.orders import domain, queries
-from services.orders.addresses import address_view
 from services.orders.domain import OrderStatus
 from shopkit import errors
 from shopkit.app import POOL_KEY, require_admin, require_user
@@ -218,69 +216,40 @@ async def _place(
     conn: asyncpg.Connection, user_id: uuid.UUID, body: OrderIn, key: str | None,
     fingerprint: bytes, rid: str,
 ) -> Order:
-    """Two round trips, each one statement and so a transaction of its own: everything the
-    order needs is read, the domain plans it, and record_order writes it with its event.
-
-    What may change in between is caught by the write: stock another order took, by its
-    re-check under the products' locks (409, naming the lines as they are now); an order
-    placed by a retry with the same Idempotency-Key, by the unique index (its order is the
-    answer). An address deleted in between does not matter: the order keeps a copy.
+    """One round trip: queries.place_order checks, prices and writes the order with its event
+    in one statement, under the products' locks. When it writes nothing, what it read says
+    why: an order placed earlier with this Idempotency-Key (that order is the answer), an
+    address that is not the user's, or lines the domain finds unknown or short. A concurrent
+    retry with the same key is caught by the unique index: its order is the answer.
     """
-    inputs = await queries.placement_inputs(
-        conn, user_id, body.address_id, [line.product_id for line in body.items], key
-    )
-    if key is not None and inputs["earlier"] is not None:
-        return await _replay(conn, await queries.order_by_key(conn, user_id, key), fingerprint)
-    if inputs["address"] is None:
-        raise errors.NotFound("No such address.")
-    products = {p["id"]: _stocked(p) for p in inputs["products"]}
-    items = _plan(body.items, products)
-
     order_id = uuid.uuid4()
-    # Dated by the database's clock, the one clock every instance shares, so consumers can
-    # order the event with times taken elsewhere (tracking's checkpoints).
-    placed_at: datetime = inputs["now"]
-    lines = [Item(**vars(i)) for i in items]
-    total = domain.total_cents(items)
-    event = _created(order_id, user_id, total, lines, placed_at)
-    shipping = address_view(inputs["address"]).model_dump(
-        mode="json", by_alias=True, exclude={"is_default", "created_at"}
-    )
+    lines = [domain.Line(line.product_id, line.quantity) for line in body.items]
+    # The statement completes the event with the time, the priced items and their total.
+    event = Event(type="order.created", source="orders", data={
+        "orderId": str(order_id), "userId": str(user_id), "status": OrderStatus.PLACED.value,
+        "version": 1,
+    })
     try:
-        row = await queries.record_order(
-            conn, order_id, user_id, total, shipping, body.note, key, fingerprint, items,
-            placed_at, event_parameters(event, aggregate_id=str(order_id), request_id=rid),
+        row = await queries.place_order(
+            conn, order_id, user_id, body.address_id, lines, body.note, key, fingerprint,
+            event_parameters(event, aggregate_id=str(order_id), request_id=rid),
         )
     except asyncpg.UniqueViolationError as exc:
         if key is None or exc.constraint_name != queries.IDEMPOTENCY_INDEX:
             raise
         return await _replay(conn, await queries.order_by_key(conn, user_id, key), fingerprint)
-    if row["id"] is None:
-        _plan(body.items, _restocked(products, row["stock_now"]))  # raises: a line is short
-        raise RuntimeError("the stock check of record_order and of the domain disagree")
-    # The response is built from what was just written: reading it back would cost three
-    # more round trips for the same values.
-    return _order_view(row, lines, [HistoryEntry(
-        status=OrderStatus.PLACED, note=None, changed_by=user_id, changed_at=placed_at
-    )])
-
-
-def _created(
-    order_id: uuid.UUID, user_id: uuid.UUID, total: int, lines: list[Item], placed_at: datetime
-) -> Event:
-    return Event(
-        type="order.created",
-        source="orders",
-        occurred_at=placed_at,
-        data={
-            "orderId": str(order_id),
-            "userId": str(user_id),
-            "status": OrderStatus.PLACED.value,
-            "totalCents": total,
-            "items": [line.model_dump(mode="json", by_alias=True) for line in lines],
-            "version": 1,
-        },
-    )
+    if row["id"] is not None:
+        # Built from what was just written: reading it back would cost more round trips.
+        items = [Item.model_validate(item) for item in row["items"]]
+        return _order_view(row, items, [HistoryEntry(
+            status=OrderStatus.PLACED, note=None, changed_by=user_id, changed_at=row["created_at"]
+        )])
+    if key is not None and row["earlier"] is not None:
+        return await _replay(conn, await queries.order_by_key(conn, user_id, key), fingerprint)
+    if not row["address_found"]:
+        raise errors.NotFound("No such address.")
+    _check_stock(lines, {p[0]: domain.StockedProduct(*p) for p in row["products"]})
+    raise RuntimeError("the stock checks of place_order and of the domain disagree")
 
 
 async def _replay(
@@ -294,26 +263,10 @@ async def _replay(
     return (await order_views(conn, [earlier]))[0]
 
 
-def _stocked(row: asyncpg.Record) -> domain.StockedProduct:
-    return domain.StockedProduct(
-        row["id"], row["sku"], row["name"], row["price_cents"], row["stock"]
-    )
-
-
-def _restocked(products: Products, stock_now: dict[str, int]) -> Products:
-    """The products with the stock record_order found under its locks."""
-    return {
-        product_id: dataclasses.replace(product, stock=stock_now[str(product_id)])
-        for product_id, product in products.items()
-        if str(product_id) in stock_now
-    }
-
-
-def _plan(lines: list[LineIn], products: Products) -> list[domain.OrderItem]:
-    """The items, when every line is in stock; raises the API's answer otherwise."""
-    wanted = [domain.Line(line.product_id, line.quantity) for line in lines]
+def _check_stock(lines: list[domain.Line], products: Products) -> None:
+    """Raises the API's answer when a line is unknown or short."""
     try:
-        return domain.plan_items(wanted, products)
+        domain.check_stock(lines, products)
     except domain.UnknownProducts as exc:
         positions = {line.product_id: n for n, line in enumerate(lines)}
         raise errors.ValidationFailed(

@@ -7,8 +7,9 @@ from uuid import UUID
 
 import asyncpg
 
-from services.orders.domain import OrderItem
+from services.orders.domain import Line
 from shopkit.outbox import event_insert, event_written
+from shopkit.web import api_name
 
 Conn = asyncpg.Connection
 
@@ -171,7 +172,7 @@ async def lock_products(conn: Conn, product_ids: Sequence[UUID]) -> None:
     """Locks the products' rows until commit, always in id order.
 
     Every transaction that changes several products' stock locks them first, in the same order
-    (cancellations here, orders in record_order), so two of them can never wait on each other
+    (cancellations here, orders in place_order), so two of them can never wait on each other
     (no deadlock).
     """
     await conn.execute(
@@ -195,24 +196,6 @@ async def move_stock(conn: Conn, deltas: dict[UUID, int]) -> None:
 # Orders ------------------------------------------------------------------------------------
 
 
-async def placement_inputs(
-    conn: Conn, user_id: UUID, address_id: UUID, product_ids: Sequence[UUID], key: str | None
-) -> asyncpg.Record:
-    """All that placing an order reads, in one round trip: `address` (None unless it is the
-    user's) and `products` (those of product_ids that exist), as whole table rows; `earlier`,
-    the id of the order an earlier request with this Idempotency-Key made, or None; and `now`,
-    the database's clock, which dates the order and its event."""
-    return await conn.fetchrow(
-        """
-        SELECT (SELECT a FROM addresses a WHERE a.id = $2 AND a.user_id = $1) AS address,
-            ARRAY(SELECT p FROM products p WHERE p.id = ANY($3::uuid[])) AS products,
-            (SELECT id FROM orders WHERE user_id = $1 AND idempotency_key = $4) AS earlier,
-            clock_timestamp() AS now
-        """,
-        user_id, address_id, list(product_ids), key,
-    )
-
-
 async def order_by_key(conn: Conn, user_id: UUID, key: str) -> asyncpg.Record | None:
     return await conn.fetchrow(
         f"""
@@ -224,70 +207,109 @@ async def order_by_key(conn: Conn, user_id: UUID, key: str) -> asyncpg.Record | 
 
 
 IDEMPOTENCY_INDEX = "orders_idempotency_idx"
+_ITEM_COLUMNS = ("product_id", "sku", "name", "unit_price_cents", "quantity")
 
-# Parameters: $1 order id, $2 user, $3 total, $4 address, $5 note, $6 key, $7 fingerprint,
-# $8-$13 the lines' columns, $14 the time it is placed, $15-$19 the event.
-_RECORD_ORDER = f"""
-    WITH wanted AS (
-        SELECT * FROM unnest($9::uuid[], $13::int[]) AS w(product_id, quantity)
+
+def _api_object(row: str, columns: Sequence[str]) -> str:
+    """SQL for the JSON object of a row's columns, named as the API names them."""
+    pairs = ", ".join(f"'{api_name(column)}', {row}.{column}" for column in columns)
+    return f"jsonb_build_object({pairs})"
+
+
+# What order.created carries that only the statement knows: the time the order was placed
+# (written as Python's isoformat writes UTC, like every other event's), the lines as priced
+# under the locks, and their total.
+_CREATED_COMPLETION = """jsonb_build_object(
+    'occurredAt', to_char(placed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'),
+    'data', jsonb_build_object('totalCents', total, 'items', items))"""
+
+# Parameters: $1 order id, $2 user, $3 address, $4 the lines' products, $5 their quantities,
+# $6 note, $7 Idempotency-Key, $8 fingerprint, $9-$13 the event.
+_PLACE_ORDER = f"""
+    WITH earlier AS (
+        SELECT id FROM orders WHERE user_id = $2 AND idempotency_key = $7
+    ), shipping AS (
+        -- The order keeps a copy: the address may change or go later.
+        SELECT {_api_object("a", ("id", *ADDRESS_FIELDS))} AS address
+        FROM addresses a WHERE a.id = $3 AND a.user_id = $2
     ), locked AS (
         -- In id order, as every change to several products' stock locks them: two such
         -- statements never wait on each other. FOR UPDATE waits for a concurrent change of
         -- a row and then reads the row as that change left it, not as the snapshot had it.
-        SELECT id, stock FROM products WHERE id = ANY($9::uuid[]) ORDER BY id FOR UPDATE
-    ), enough AS (
-        SELECT count(*) = cardinality($9::uuid[]) AS ok FROM wanted
-        JOIN locked ON locked.id = wanted.product_id AND locked.stock >= wanted.quantity
+        SELECT {_PRODUCT} FROM products WHERE id = ANY($4::uuid[]) ORDER BY id FOR UPDATE
+    ), wanted AS (
+        -- The lines that are in stock, priced as the locked rows are now.
+        SELECT l.line_no::int, l.product_id, p.sku, p.name, p.price_cents AS unit_price_cents,
+            l.quantity, p.stock - l.quantity AS stock_left
+        FROM unnest($4::uuid[], $5::int[]) WITH ORDINALITY AS l(product_id, quantity, line_no)
+        JOIN locked p ON p.id = l.product_id AND p.stock >= l.quantity
+    ), lines AS (
+        SELECT line_no, {", ".join(_ITEM_COLUMNS)} FROM wanted
+    ), go AS (
+        -- One row when the order is placed: the address is the user's, the key is new, and
+        -- every line is in stock. Dated by the database's clock, the one clock every
+        -- instance shares, so consumers can order the event with times taken elsewhere
+        -- (tracking's checkpoints).
+        SELECT shipping.address, statement_timestamp() AS placed_at,
+            (SELECT sum(unit_price_cents::bigint * quantity) FROM lines) AS total,
+            (SELECT jsonb_agg({_api_object("l", _ITEM_COLUMNS)} ORDER BY line_no)
+             FROM lines l) AS items
+        FROM shipping
+        WHERE NOT EXISTS (SELECT FROM earlier)
+          AND (SELECT count(*) FROM lines) = cardinality($4::uuid[])
     ), taken AS (
-        UPDATE products SET stock = stock - w.quantity, updated_at = now()
-        FROM wanted w, enough
-        WHERE enough.ok AND products.id = w.product_id
-          AND products.id = ANY($9::uuid[])  -- through the index, for any number of lines
+        -- The stock left is reckoned from the locked row, not as `stock - quantity`: the
+        -- CHECK on the column is tested on the row as this statement's snapshot had it, before
+        -- the update moves to the latest version, so a stock given back since (a cancellation
+        -- committed while this statement waited for the lock) failed it.
+        UPDATE products SET stock = w.stock_left, updated_at = now()
+        FROM wanted w, go
+        WHERE products.id = w.product_id
+          AND products.id = ANY($4::uuid[])  -- through the index, for any number of lines
     ), placed AS (
         INSERT INTO orders (id, user_id, status, total_cents, shipping_address, note,
                             idempotency_key, request_fingerprint, created_at, updated_at)
-        SELECT $1, $2, 'placed', $3, $4, $5, $6, $7, $14, $14 FROM enough WHERE enough.ok
+        SELECT $1, $2, 'placed', total, address, $6, $7, $8, placed_at, placed_at FROM go
         RETURNING {_ORDER}
-    ), lines AS (
-        INSERT INTO order_items (order_id, line_no, product_id, sku, name,
-                                 unit_price_cents, quantity)
-        SELECT placed.id, l.* FROM placed,
-            unnest($8::int[], $9::uuid[], $10::text[], $11::text[], $12::int[], $13::int[])
-            AS l(line_no, product_id, sku, name, unit_price_cents, quantity)
+    ), written_items AS (
+        INSERT INTO order_items (order_id, line_no, {", ".join(_ITEM_COLUMNS)})
+        SELECT placed.id, l.* FROM placed, lines l
     ), history AS (
         INSERT INTO order_history (order_id, version, status, changed_by, changed_at)
         SELECT id, version, status, user_id, created_at FROM placed
-    ), event AS ({event_insert(15, gate="placed")})
-    SELECT placed.*, (SELECT jsonb_object_agg(id, stock) FROM locked) AS stock_now
-    FROM enough LEFT JOIN placed ON true
+    ), event AS ({event_insert(9, gate="go", completion=_CREATED_COMPLETION)})
+    SELECT placed.*, go.items, (SELECT id FROM earlier) AS earlier,
+        EXISTS (SELECT FROM shipping) AS address_found,
+        CASE WHEN go.placed_at IS NULL THEN ARRAY(SELECT p FROM locked p) END AS products
+    FROM (SELECT) AS always LEFT JOIN go ON true LEFT JOIN placed ON true
 """
 
 
-async def record_order(
-    conn: Conn, order_id: UUID, user_id: UUID, total: int, address: dict[str, Any],
-    note: str | None, key: str | None, fingerprint: bytes, items: Sequence[OrderItem],
-    placed_at: datetime, event: tuple[Any, ...],
+async def place_order(
+    conn: Conn, order_id: UUID, user_id: UUID, address_id: UUID, lines: Sequence[Line],
+    note: str | None, key: str | None, fingerprint: bytes, event: tuple[Any, ...],
 ) -> asyncpg.Record:
-    """Places the order, in one statement and so in one transaction of its own: takes the
-    items' stock, writes the order, its items, its first history entry and its event (the
-    `event_parameters`).
+    """Places the order in one statement, and so in one transaction of its own: locks the
+    lines' products, prices each line at its product's price as the lock shows it, and takes
+    the stock, writing the order, its items, its first history entry and its event (the
+    `event_parameters`, completed with the time, the items and the total).
 
-    The stock is checked again here, on the products' rows locked and at their latest, and
-    nothing is written unless every line is still in stock: between the caller's read and
-    this statement another order may have taken it. So the stock can never go below what
-    was ordered, on any number of instances (the CHECK on the column is the last line).
+    Nothing is written unless the address is the user's, no order was placed with this
+    Idempotency-Key, and every line is in stock on the locked rows, at their latest: so the
+    stock can never go below what was ordered, on any number of instances (the CHECK on the
+    column is the last line), and an order is priced at the prices current when it took the
+    stock.
 
-    Returns the order's row; when a line fell short its `id` is None and `stock_now` holds
-    each product's stock as the locks showed it. A concurrent request with the same
-    Idempotency-Key makes it raise UniqueViolationError on IDEMPOTENCY_INDEX.
+    Returns the order's row and its `items` (as the API writes them). When nothing was
+    written, its `id` is None and the rest says why: `earlier`, the order this key placed;
+    `address_found`; and `products`, the lines' products as locked, each a tuple of
+    `_PRODUCT`'s columns (those of domain.StockedProduct). A concurrent request with
+    the same Idempotency-Key makes it raise UniqueViolationError on IDEMPOTENCY_INDEX.
     """
-    lines = list(enumerate(items, start=1))
     row = await conn.fetchrow(
-        _RECORD_ORDER,
-        order_id, user_id, total, address, note, key, fingerprint,
-        [n for n, _ in lines], [i.product_id for _, i in lines], [i.sku for _, i in lines],
-        [i.name for _, i in lines], [i.unit_price_cents for _, i in lines],
-        [i.quantity for _, i in lines], placed_at, *event,
+        _PLACE_ORDER,
+        order_id, user_id, address_id, [line.product_id for line in lines],
+        [line.quantity for line in lines], note, key, fingerprint, *event,
     )
     if row["id"] is not None:
         event_written(conn)

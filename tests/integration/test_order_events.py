@@ -1,5 +1,7 @@
 """Order events on `shop.events`: committed with the change, published whatever happens."""
 
+from datetime import datetime
+
 import aiohttp
 import asyncpg
 import orjson
@@ -45,6 +47,9 @@ async def test_order_events_carry_the_envelope_and_consecutive_versions(
             "orderId": order["id"], "userId": order["userId"], "status": "placed",
             "totalCents": order["totalCents"], "items": order["items"], "version": 1,
         }
+        assert created["occurredAt"].endswith("+00:00")
+        placed_at = datetime.fromisoformat(order["createdAt"].replace("Z", "+00:00"))
+        assert datetime.fromisoformat(created["occurredAt"]) == placed_at
         bodies = await events.bodies_until(_of_order(order["id"], 3))
     mine = [b for b in bodies if b["data"]["orderId"] == order["id"]]
     assert [b["type"] for b in mine] == ["order.status_changed"] * 3

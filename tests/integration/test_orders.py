@@ -76,7 +76,8 @@ async def test_an_order_copies_prices_names_and_address(
         {"productId": b["id"], "sku": b["sku"], "name": b["name"], "unitPriceCents": 250,
          "quantity": 3},
     ]
-    assert order["shippingAddress"]["city"] == "Gotham"
+    copied = {k: v for k, v in address.items() if k not in ("isDefault", "createdAt")}
+    assert order["shippingAddress"] == copied and copied["city"] == "Gotham"
     assert order["history"] == [
         {"status": "placed", "note": None, "changedBy": order["userId"],
          "changedAt": order["history"][0]["changedAt"]}
@@ -137,30 +138,55 @@ async def test_a_multi_line_order_with_one_short_line_takes_nothing(
     assert body["data"]["items"] == []
 
 
-async def test_stock_taken_after_the_order_read_it_is_checked_again_when_writing(
+async def test_an_order_waiting_for_a_product_checks_the_stock_the_change_left(
     client: aiohttp.ClientSession, user_token: str, admin_token: str, admin_db: asyncpg.Pool
 ) -> None:
-    """Placing reads the stock, then writes: a change in between must refuse the order."""
-    address = await create_address(client, user_token)
-    product = await create_product(client, admin_token, stock=5)
-    product_id = uuid.UUID(product["id"])
-    async with admin_db.acquire() as conn:
-        async with conn.transaction():
-            # Another transaction holds the product while the order is placed: the order
-            # reads 5 in stock, plans 3, and its write waits on the row.
-            await conn.execute("SELECT FROM orders.products WHERE id = $1 FOR UPDATE", product_id)
-            placing = asyncio.create_task(
-                _order(client, user_token, address["id"], [(product["id"], 3)])
-            )
-            await eventually(lambda: _waits_for_a_lock(admin_db))
-            await conn.execute("UPDATE orders.products SET stock = 1 WHERE id = $1", product_id)
-        status, body = await placing
+    """The statement that places the order started when 5 were in stock: a change committed
+    while it waited for the product's lock must refuse the order."""
+    product, (status, body) = await _order_3_while_the_stock_changes(
+        client, user_token, admin_token, admin_db, stock=5, changed_to=1
+    )
     assert status == 409 and body["code"] == "insufficient_stock"
     assert body["details"] == [
         {"productId": product["id"], "sku": product["sku"], "requested": 3, "available": 1}
     ]
     assert await _stock(client, product["id"]) == 1
     assert (await call(client, "GET", "/api/orders", user_token))[1]["data"]["items"] == []
+
+
+async def test_an_order_waiting_for_a_product_gets_the_stock_given_back_meanwhile(
+    client: aiohttp.ClientSession, user_token: str, admin_token: str, admin_db: asyncpg.Pool
+) -> None:
+    """The statement started when 1 was in stock; a cancellation gave 3 back while it waited.
+    The order is placed: the stock left is reckoned from the row as locked, not as the
+    statement's snapshot had it (that was below zero, and failed the CHECK: a 500)."""
+    product, (status, body) = await _order_3_while_the_stock_changes(
+        client, user_token, admin_token, admin_db, stock=1, changed_to=4
+    )
+    assert status == 201, body
+    assert await _stock(client, product["id"]) == 1
+
+
+async def _order_3_while_the_stock_changes(
+    client: aiohttp.ClientSession, user_token: str, admin_token: str, admin_db: asyncpg.Pool,
+    stock: int, changed_to: int,
+) -> tuple[dict, tuple[int, dict]]:
+    """Another transaction holds the product, as a cancellation does, while an order for 3 is
+    placed; once the order's statement waits on the row, the stock changes and commits."""
+    address = await create_address(client, user_token)
+    product = await create_product(client, admin_token, stock=stock)
+    product_id = uuid.UUID(product["id"])
+    async with admin_db.acquire() as conn:
+        async with conn.transaction():
+            await conn.execute("SELECT FROM orders.products WHERE id = $1 FOR UPDATE", product_id)
+            placing = asyncio.create_task(
+                _order(client, user_token, address["id"], [(product["id"], 3)])
+            )
+            await eventually(lambda: _waits_for_a_lock(admin_db))
+            await conn.execute(
+                "UPDATE orders.products SET stock = $2 WHERE id = $1", product_id, changed_to
+            )
+        return product, await placing
 
 
 async def _waits_for_a_lock(admin_db: asyncpg.Pool) -> bool:
@@ -196,6 +222,20 @@ async def test_racing_retries_with_one_key_make_one_order_and_take_stock_once(
     other, other_address = await new_customer(client)
     status, body = await _order(client, other, other_address, [(product["id"], 3)], key=key)
     assert status == 201 and await _stock(client, product["id"]) == 4
+
+
+async def test_a_retry_gets_its_order_back_even_once_the_stock_is_gone(
+    client: aiohttp.ClientSession, user_token: str, admin_token: str
+) -> None:
+    address = await create_address(client, user_token)
+    product = await create_product(client, admin_token, stock=3)
+    key = f"checkout-{uuid.uuid4()}"
+    first = await _order(client, user_token, address["id"], [(product["id"], 3)], key=key)
+    assert first[0] == 201 and await _stock(client, product["id"]) == 0
+
+    again = await _order(client, user_token, address["id"], [(product["id"], 3)], key=key)
+    assert again == first
+    assert await _stock(client, product["id"]) == 0
 
 
 async def test_order_input_is_validated(
