@@ -243,20 +243,18 @@ _PLACE_ORDER = f"""
             l.quantity, p.stock - l.quantity AS stock_left
         FROM unnest($4::uuid[], $5::int[]) WITH ORDINALITY AS l(product_id, quantity, line_no)
         JOIN locked p ON p.id = l.product_id AND p.stock >= l.quantity
-    ), lines AS (
-        SELECT line_no, {", ".join(_ITEM_COLUMNS)} FROM wanted
     ), go AS (
         -- One row when the order is placed: the address is the user's, the key is new, and
         -- every line is in stock. Dated by the database's clock, the one clock every
         -- instance shares, so consumers can order the event with times taken elsewhere
         -- (tracking's checkpoints).
         SELECT shipping.address, statement_timestamp() AS placed_at,
-            (SELECT sum(unit_price_cents::bigint * quantity) FROM lines) AS total,
-            (SELECT jsonb_agg({_api_object("l", _ITEM_COLUMNS)} ORDER BY line_no)
-             FROM lines l) AS items
+            (SELECT sum(unit_price_cents::bigint * quantity) FROM wanted) AS total,
+            (SELECT jsonb_agg({_api_object("w", _ITEM_COLUMNS)} ORDER BY line_no)
+             FROM wanted w) AS items
         FROM shipping
         WHERE NOT EXISTS (SELECT FROM earlier)
-          AND (SELECT count(*) FROM lines) = cardinality($4::uuid[])
+          AND (SELECT count(*) FROM wanted) = cardinality($4::uuid[])
     ), taken AS (
         -- The stock left is reckoned from the locked row, not as `stock - quantity`: the
         -- CHECK on the column is tested on the row as this statement's snapshot had it, before
@@ -273,7 +271,8 @@ _PLACE_ORDER = f"""
         RETURNING {_ORDER}
     ), written_items AS (
         INSERT INTO order_items (order_id, line_no, {", ".join(_ITEM_COLUMNS)})
-        SELECT placed.id, l.* FROM placed, lines l
+        SELECT placed.id, w.line_no, {", ".join("w." + c for c in _ITEM_COLUMNS)}
+        FROM placed, wanted w
     ), history AS (
         INSERT INTO order_history (order_id, version, status, changed_by, changed_at)
         SELECT id, version, status, user_id, created_at FROM placed
