@@ -109,7 +109,7 @@ class Order(ApiModel):
 # Reading -----------------------------------------------------------------------------------
 
 
-def _order_view(row: asyncpg.Record, items: list[Item], history: list[HistoryEntry]) -> Order:
+def _order_from(row: asyncpg.Record, items: list[Item], history: list[HistoryEntry]) -> Order:
     fields = {k: row[k] for k in Order.model_fields if k not in ("items", "history")}
     return Order(**fields, items=items, history=history)
 
@@ -122,7 +122,11 @@ async def order_views(conn: asyncpg.Connection, rows: list[asyncpg.Record]) -> l
         items[r["order_id"]].append(Item(**{k: r[k] for k in Item.model_fields}))
     for r in await queries.history_of(conn, ids):
         history[r["order_id"]].append(HistoryEntry(**{k: r[k] for k in HistoryEntry.model_fields}))
-    return [_order_view(row, items[row["id"]], history[row["id"]]) for row in rows]
+    return [_order_from(row, items[row["id"]], history[row["id"]]) for row in rows]
+
+
+async def order_view(conn: asyncpg.Connection, row: asyncpg.Record) -> Order:
+    return (await order_views(conn, [row]))[0]
 
 
 async def _visible_order(conn: asyncpg.Connection, caller: Identity, order_id: uuid.UUID) -> Order:
@@ -130,7 +134,7 @@ async def _visible_order(conn: asyncpg.Connection, caller: Identity, order_id: u
     row = await queries.order(conn, order_id)
     if row is None or (caller.role is not Role.ADMIN and row["user_id"] != caller.user_id):
         raise errors.NotFound("No such order.")
-    return (await order_views(conn, [row]))[0]
+    return await order_view(conn, row)
 
 
 def _status_filter(request: web.Request) -> str | None:
@@ -241,7 +245,7 @@ async def _place(
     if row["id"] is not None:
         # Built from what was just written: reading it back would cost more round trips.
         items = [Item.model_validate(item) for item in row["items"]]
-        return _order_view(row, items, [HistoryEntry(
+        return _order_from(row, items, [HistoryEntry(
             status=OrderStatus.PLACED, note=None, changed_by=user_id, changed_at=row["created_at"]
         )])
     if key is not None and row["earlier"] is not None:
@@ -260,7 +264,7 @@ async def _replay(
         raise errors.Conflict(
             "This Idempotency-Key was used for another request.", code="idempotency_key_reused"
         )
-    return (await order_views(conn, [earlier]))[0]
+    return await order_view(conn, earlier)
 
 
 def _check_stock(lines: list[domain.Line], products: Products) -> None:
@@ -315,7 +319,7 @@ async def _change_status(
 ) -> web.Response:
     async with request.app[POOL_KEY].acquire() as conn, conn.transaction():
         moved = await _move(conn, caller, order_id, change, request_id(request))
-        return ok((await order_views(conn, [moved]))[0])
+        return ok(await order_view(conn, moved))
 
 
 async def _move(

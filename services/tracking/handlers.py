@@ -41,12 +41,12 @@ def _status(event: IncomingEvent) -> queries.StatusFollowed:
     )
 
 
-async def follow(conn: asyncpg.Connection, event: IncomingEvent) -> None:
-    await queries.follow_statuses(conn, [_status(event)])
-
-
 async def follow_all(conn: asyncpg.Connection, events: list[IncomingEvent]) -> None:
     await queries.follow_statuses(conn, [_status(event) for event in events])
+
+
+async def follow(conn: asyncpg.Connection, event: IncomingEvent) -> None:
+    await follow_all(conn, [event])
 
 
 # follow_statuses is one statement, and the version it checks makes a repeat a no-op.
