@@ -1,0 +1,85 @@
+"""The bench's reading of wrk and its verdicts on the targets: what docs/benchmarks.md says is
+only as right as these."""
+
+from bench.run import PORTS, Latencies, Results, Sample, Summary, parse_wrk, verdicts
+
+# wrk 4.1 with --latency, as it prints a run.
+WRK_REPORT = """\
+Running 1s test @ http://127.0.0.1:18999/api/orders
+  2 threads and 4 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     1.55ms  563.93us   7.55ms   80.21%
+    Req/Sec     1.29k   281.92     2.51k    95.24%
+  Latency Distribution
+     50%  {p50}
+     75%    1.78ms
+     90%    2.08ms
+     99%  {p99}
+  2688 requests in 1.10s, 1.33MB read
+{non_2xx}Requests/sec:   2443.32
+Transfer/sec:      1.21MB
+"""
+
+
+def test_wrk_figures_are_read_in_milliseconds_whatever_unit_wrk_chose() -> None:
+    sample = parse_wrk(WRK_REPORT.format(
+        p50="812.00us", p99="1.20s", non_2xx="  Non-2xx or 3xx responses: 7\n"))
+    assert sample == Sample(rps=2443.32, p50_ms=0.812, p99_ms=1200.0, non_2xx=7)
+
+
+def test_a_run_with_only_successes_counts_no_failures() -> None:
+    sample = parse_wrk(WRK_REPORT.format(p50="1.52ms", p99="3.16ms", non_2xx=""))
+    assert sample == Sample(rps=2443.32, p50_ms=1.52, p99_ms=3.16, non_2xx=0)
+
+
+def _results(
+    peer_ratio: float, ceiling_ratio: float, orders_per_second: float, placement_p99: float,
+    propagation_p50: float, propagation_p99: float, largest_mib: float, peer_p99: float = 20.0,
+) -> Results:
+    def reads(rps: float, p99: float) -> Summary:
+        return Summary("x", [Sample(rps, 1.0, p99, 0)])
+
+    ours = 3000.0
+    read = ("GET /api/users/me", [reads(ours, 20.0), reads(ours / peer_ratio, peer_p99),
+                                  reads(ours / ceiling_ratio, 10.0)])
+    memory = {name: 50.0 for name in PORTS} | {"auth": largest_mib}
+    return Results(
+        reads=[read],
+        placement=Summary("gateway", [Sample(orders_per_second, 30.0, placement_p99, 0)]),
+        oversold="stock taken 10, units ordered 10: 0 oversold",
+        propagation={"in tracking": Summary(
+            "visible in tracking", [Latencies(100, propagation_p50, propagation_p99)])},
+        missed=0,
+        rate=200,
+        memory={"rest": memory, "rest_in_files": memory, "loaded": memory},
+        autovacuum=False,
+    )
+
+
+def test_a_run_exactly_at_every_bound_meets_every_target() -> None:
+    rows = verdicts(_results(1.5, 0.6, 1000.0, 50.0, 5.0, 25.0, 60.0))
+    assert [met for _, _, met in rows] == [True] * len(rows)
+
+
+def test_a_run_just_past_every_bound_meets_none_of_those_targets() -> None:
+    rows = verdicts(_results(1.49, 0.59, 999.0, 50.1, 5.1, 25.1, 60.1))
+    missed = [target for target, _, met in rows if not met]
+    assert missed == [
+        "GET /api/users/me: >= 1.5x nginx auth_request, p99 no worse",
+        "GET /api/users/me: >= 0.6x the ceiling",
+        "Order placement: >= 1,000 orders/s",
+        "Order placement: p99 <= 50 ms",
+        "Status change visible in tracking, at 200/s: p50 <= 5 ms, p99 <= 25 ms",
+        "Every component <= 60 MiB resident at rest",
+    ]
+
+
+def test_more_throughput_than_nginx_with_a_worse_p99_misses() -> None:
+    target, measured, met = verdicts(_results(2.0, 0.9, 1100.0, 40.0, 3.0, 8.0, 55.0,
+                                              peer_p99=19.9))[0]
+    assert "nginx" in target and not met, measured
+
+
+def test_a_memory_miss_shows_in_the_figure_reported_beside_it() -> None:
+    row = verdicts(_results(2.0, 0.9, 1100.0, 40.0, 3.0, 8.0, 60.3))[-1]
+    assert row[2] is False and "auth 60.3" in row[1]
