@@ -26,7 +26,7 @@ from shopkit.migrations import MigrationSet, apply_migrations
 from shopkit.openapi import OPENAPI_PATH, Access, documented, serve_description
 from shopkit.outbox import OutboxRelay, prune_published
 from shopkit.settings import ServiceSettings
-from shopkit.tasks import background, periodic
+from shopkit.tasks import background, finish_or_cancel, periodic
 from shopkit.web import MAX_BODY_BYTES, Handler, base_middlewares, ok, read_body
 
 SETTINGS_KEY = web.AppKey("settings", ServiceSettings)
@@ -39,6 +39,8 @@ NOT_FROM_GATEWAY = "This service only answers requests that come through the gat
 # Paths answered without a gateway identity: probes and scrapes come from the operator's
 # tooling, not through the gateway; the API description is public anyway.
 UNGUARDED_PATHS = ("/health/", METRICS_PATH, OPENAPI_PATH)
+# How long the outbox relay's last pass may take at shutdown.
+RELAY_FINISH_SECONDS = 1.0
 
 
 def identity_middleware(
@@ -115,16 +117,26 @@ def _broker(name: str) -> Callable[[web.Application], AsyncIterator[None]]:
 
 
 def _outbox_relay(schema: str) -> list[Callable[[web.Application], AsyncIterator[None]]]:
-    """The relay runs for the app's lifetime. Cancelled at shutdown, a batch in flight rolls
-    back and stays pending for the next relay, whether it went out or not (at least once)."""
+    """The relay runs for the app's lifetime. At shutdown, once the requests are done, it
+    makes a last pass, so the events they wrote leave now, and returns.
 
-    async def run(app: web.Application) -> None:
-        await OutboxRelay(app[POOL_KEY], app[BROKER_KEY], app[SETTINGS_KEY]).run()
+    It is cancelled only if that pass outlasts RELAY_FINISH_SECONDS (the broker stopped
+    answering); its batch then rolls back and stays pending for the next relay, whether it
+    went out or not (at least once). Not earlier: publishes cancelled while they await their
+    confirms left the broker connection unable to close for 2 s (aio-pika's reader blocked on
+    the closing channel's full frame queue), and their batch would be sent twice."""
+
+    async def relay(app: web.Application) -> AsyncIterator[None]:
+        relay = OutboxRelay(app[POOL_KEY], app[BROKER_KEY], app[SETTINGS_KEY])
+        running = asyncio.create_task(relay.run(), name=f"{schema}-outbox-relay")
+        yield
+        relay.stop()
+        await finish_or_cancel(running, within=RELAY_FINISH_SECONDS)
 
     async def prune(app: web.Application) -> None:
         await prune_published(app[POOL_KEY])
 
-    return [background(f"{schema}-outbox-relay", run), periodic("outbox-prune", 600, prune)]
+    return [relay, periodic("outbox-prune", 600, prune)]
 
 
 async def _stop_consumers(app: web.Application) -> None:

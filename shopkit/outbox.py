@@ -136,26 +136,41 @@ class OutboxRelay:
         self._pool = pool
         self._broker = broker
         self._settings = settings
+        self._stopping = False
 
     async def run(self) -> None:
-        """Publishes until cancelled; outages of Postgres or RabbitMQ only pause it."""
+        """Publishes until `stop` (or cancelled); outages of Postgres or RabbitMQ only pause it."""
         delay = 0.1
         while True:
+            # A pass begun after `stop` sees every event committed before it: the last one.
+            last_pass = self._stopping
             try:
-                if await self.publish_pending() == self._settings.outbox_batch_size:
-                    continue  # a full batch: more are likely waiting
-                delay = 0.1
-                await self._sleep(self._settings.outbox_poll_interval_seconds)
+                published = await self.publish_pending()
             except (*DATABASE_ERRORS, BrokerUnavailable) as exc:
                 log.warning("outbox relay paused: %s", type(exc).__name__)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
             except Exception:
                 # Whatever else goes wrong (too many connections, a full disk...), the relay
                 # must outlive it: events would otherwise pile up until a restart.
                 log.exception("outbox relay failed; retrying")
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+            else:
+                if last_pass:
+                    return
+                if published < self._settings.outbox_batch_size and not self._stopping:
+                    delay = 0.1
+                    await self._sleep(self._settings.outbox_poll_interval_seconds)
+                # else a full batch (more are likely waiting) or a stop (the last pass) next
+                continue
+            if self._stopping:
+                return  # what is still pending waits for the next relay
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def stop(self) -> None:
+        """Asks `run` to return after one more pass. Called once the process's requests are
+        done, that pass publishes the events they wrote, rather than leaving them to the next
+        relay's poll; and a pass in progress finishes instead of being cancelled mid-publish."""
+        self._stopping = True
+        self._pool.event_released.set()  # wakes a relay waiting for events
 
     async def publish_pending(self) -> int:
         """One pass: publishes up to a batch of pending rows; returns how many went out."""

@@ -3,7 +3,7 @@
 On a signal the process stops listening and its consumers stop taking events (those being
 handled finish), requests in flight get up to `shutdown_timeout_seconds` to finish (a request
 still running then, such as an event stream, is cancelled), and then the cleanup contexts run
-(background tasks, broker, pool). The process exits 0.
+(background tasks, the outbox relay's last pass, broker, pool). The process exits 0.
 
 It serves with the kit's `EnvelopeAppRunner`, as the tests do, so that requests the HTTP parser
 refuses get the JSON envelope from the real processes too (`web.run_app` has no say in that).

@@ -18,11 +18,18 @@ def background(
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(start(app), name=name)
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await finish_or_cancel(task, within=0)
 
     return ctx
+
+
+async def finish_or_cancel(task: asyncio.Task[object], within: float) -> None:
+    """Gives `task` up to `within` seconds to return, then cancels it."""
+    if within > 0:
+        await asyncio.wait({task}, timeout=within)
+    task.cancel()  # a no-op once it returned
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def periodic(

@@ -211,6 +211,55 @@ async def test_a_row_another_instance_wrote_is_found_by_the_poll(scratch: Scratc
     assert bodies[0]["id"] == str(event.id)
 
 
+async def test_a_stopped_relay_makes_a_last_pass_then_returns(scratch: Scratch) -> None:
+    """At shutdown the relay waits out a long poll, and an event was committed that did not
+    wake it (another instance's): `stop` wakes it, and its last pass publishes the event."""
+    settings = scratch.settings.model_copy(update={"outbox_poll_interval_seconds": 60.0})
+    relay = OutboxRelay(scratch.pool, scratch.broker, settings)
+    running = asyncio.create_task(relay.run())
+    other_instance = await db.create_pool(scratch.settings, scratch.schema)
+    last = Event(type=scratch.event_type, source="test", data={"aggregate": "a", "seq": 1})
+    try:
+        async with watch_events(scratch.event_type) as events:
+            # Once this one is out (its connection's return woke the relay), the relay has
+            # nothing left and waits out its poll.
+            await _write(scratch, "a", 0)
+            await events.bodies_until(lambda got: len(got) >= 1, deadline_seconds=10)
+            async with other_instance.acquire() as conn, conn.transaction():
+                await add_event(conn, last, aggregate_id="a", request_id=None)
+            relay.stop()
+            async with asyncio.timeout(10):
+                await running
+            bodies = await events.bodies_until(lambda got: len(got) >= 1, deadline_seconds=10)
+    finally:
+        await other_instance.close()
+        running.cancel()
+    assert bodies[0]["id"] == str(last.id)
+    assert await _nothing_pending(scratch)()
+
+
+class _StoppedMidPass(OutboxRelay):
+    """A relay told to stop while its pass is publishing (the process got SIGTERM then)."""
+
+    async def _publish_in_order(self, rows):  # type: ignore[no-untyped-def]
+        self.stop()
+        return await super()._publish_in_order(rows)
+
+
+async def test_a_relay_stopped_mid_pass_finishes_the_pass_and_marks_its_rows(
+    scratch: Scratch,
+) -> None:
+    """Cancelled instead, the pass would roll back: its events, already out or not, would be
+    sent again by the next relay."""
+    written = [await _write(scratch, "order-1", seq) for seq in range(3)]
+    async with watch_events(scratch.event_type) as events:
+        async with asyncio.timeout(10):
+            await _StoppedMidPass(scratch.pool, scratch.broker, scratch.settings).run()
+        bodies = await events.bodies_until(lambda got: len(got) >= 3)
+    assert [b["id"] for b in bodies] == [str(e.id) for e in written]
+    assert await _nothing_pending(scratch)()
+
+
 async def test_a_relays_claim_reads_one_batch_however_long_the_backlog(scratch: Scratch) -> None:
     """The claim's cost must not grow with the backlog. Its statistics were taken when nothing
     was pending (as they mostly are in a queue), and its plan is made once and kept: a claim
