@@ -1,9 +1,11 @@
-"""Background loops tied to an app's life: started with it, cancelled when it shuts down."""
+"""Background loops tied to an app's life: started with it, cancelled (or given time to finish)
+when it shuts down."""
 
 import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -23,7 +25,7 @@ def background(
     return ctx
 
 
-async def finish_or_cancel(task: asyncio.Task[object], within: float) -> None:
+async def finish_or_cancel(task: asyncio.Task[Any], within: float) -> None:
     """Gives `task` up to `within` seconds to return, then cancels it."""
     if within > 0:
         await asyncio.wait({task}, timeout=within)
