@@ -41,6 +41,11 @@ def can_move(current: OrderStatus, target: OrderStatus) -> bool:
     return FORWARD.index(target) > FORWARD.index(current)
 
 
+def reachable_from(target: OrderStatus) -> list[OrderStatus]:
+    """The statuses an order may move to `target` from."""
+    return [status for status in OrderStatus if can_move(status, target)]
+
+
 @dataclass(frozen=True)
 class Line:
     product_id: UUID

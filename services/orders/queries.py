@@ -168,31 +168,6 @@ async def adjust_stock(
     )
 
 
-async def lock_products(conn: Conn, product_ids: Sequence[UUID]) -> None:
-    """Locks the products' rows until commit, always in id order.
-
-    Every transaction that changes several products' stock locks them first, in the same order
-    (cancellations here, orders in place_order), so two of them can never wait on each other
-    (no deadlock).
-    """
-    await conn.execute(
-        "SELECT FROM products WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE",
-        list(product_ids),
-    )
-
-
-async def move_stock(conn: Conn, deltas: dict[UUID, int]) -> None:
-    """Adds each delta to its product's stock; call with the rows locked by lock_products."""
-    await conn.execute(
-        """
-        UPDATE products SET stock = stock + d.delta, updated_at = now()
-        FROM unnest($1::uuid[], $2::int[]) AS d(id, delta)
-        WHERE products.id = d.id AND products.id = ANY($1::uuid[])  -- through the index
-        """,
-        list(deltas), list(deltas.values()),
-    )
-
-
 # Orders ------------------------------------------------------------------------------------
 
 
@@ -208,6 +183,7 @@ async def order_by_key(conn: Conn, user_id: UUID, key: str) -> asyncpg.Record | 
 
 IDEMPOTENCY_INDEX = "orders_idempotency_idx"
 _ITEM_COLUMNS = ("product_id", "sku", "name", "unit_price_cents", "quantity")
+_HISTORY_COLUMNS = ("status", "note", "changed_by", "changed_at")
 
 
 def _api_object(row: str, columns: Sequence[str]) -> str:
@@ -315,31 +291,74 @@ async def place_order(
     return row
 
 
-async def insert_history(
-    conn: Conn, order_id: UUID, version: int, status: str, note: str | None, changed_by: UUID
-) -> None:
-    await conn.execute(
-        """
+# What order.status_changed carries that only the statement knows: the order's owner, the
+# status it came from and its new version, as read under the order's lock, and the time of
+# the change.
+_MOVED_COMPLETION = """jsonb_build_object(
+    'occurredAt', to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'),
+    'data', jsonb_build_object('userId', user_id, 'from', previous, 'version', version))"""
+
+# Parameters: $1 order id, $2 the new status, $3 the statuses it may be reached from, $4 the
+# history note, $5 the caller, $6 whether the caller may move others' orders, $7-$11 the event.
+_MOVE_ORDER = f"""
+    WITH current AS (
+        -- Locked until commit: changes of one order happen one after another. FOR UPDATE
+        -- waits for a concurrent change and reads the row as that change left it; every value
+        -- written below is reckoned from this row, not from the statement's older snapshot.
+        SELECT {_ORDER} FROM orders WHERE id = $1 FOR UPDATE
+    ), visible AS (
+        SELECT * FROM current WHERE $6 OR user_id = $5
+    ), moved AS (
+        UPDATE orders SET status = $2, version = v.version + 1, updated_at = clock_timestamp()
+        FROM visible v
+        WHERE orders.id = v.id AND v.status = ANY($3::text[])
+        RETURNING {", ".join("orders." + c for c in _ORDER.split(", "))}, v.status AS previous
+    ), history AS (
         INSERT INTO order_history (order_id, version, status, note, changed_by)
-        VALUES ($1, $2, $3, $4, $5)
-        """,
-        order_id, version, status, note, changed_by,
+        SELECT id, version, status, $4, $5 FROM moved
+        RETURNING {_api_object("order_history", _HISTORY_COLUMNS)} AS entry
+    ), lines AS (
+        SELECT product_id, sum(quantity) AS quantity FROM order_items
+        WHERE order_id = $1 AND EXISTS (SELECT FROM moved WHERE status = 'cancelled')
+        GROUP BY product_id
+    ), locked AS (
+        -- A cancellation gives the stock back. The products are locked in id order, as every
+        -- change to several products' stock locks them (place_order): no deadlock.
+        SELECT id, stock FROM products WHERE id IN (SELECT product_id FROM lines)
+        ORDER BY id FOR UPDATE
+    ), given_back AS (
+        UPDATE products SET stock = l.stock + lines.quantity, updated_at = now()
+        FROM locked l JOIN lines ON lines.product_id = l.id
+        WHERE products.id = l.id
+    ), event AS ({event_insert(7, gate="moved", completion=_MOVED_COMPLETION)})
+    SELECT visible.status AS current_status, moved.*, history.entry,
+        (SELECT jsonb_agg({_api_object("i", _ITEM_COLUMNS)} ORDER BY line_no)
+         FROM order_items i WHERE i.order_id = moved.id) AS items,
+        (SELECT jsonb_agg({_api_object("h", _HISTORY_COLUMNS)} ORDER BY version)
+         FROM order_history h WHERE h.order_id = moved.id) AS earlier_history
+    FROM (SELECT) AS always LEFT JOIN visible ON true LEFT JOIN moved ON true
+        LEFT JOIN history ON true
+"""
+
+
+async def move_order(
+    conn: Conn, order_id: UUID, status: str, reachable_from: Sequence[str], note: str | None,
+    caller: UUID, any_owner: bool, event: tuple[Any, ...],
+) -> asyncpg.Record:
+    """Moves the order to `status` if it is now in `reachable_from` and the caller may move
+    it: its new version, its history entry, its event and, for a cancellation, the stock
+    given back, in one statement (one round trip, its own transaction).
+
+    Returns `current_status`: None when the order does not exist or is not the caller's.
+    When it moved, the order's row as it now is, its `items` and its history: the
+    `earlier_history` entries (as the statement's snapshot has them) and the new `entry`.
+    """
+    row = await conn.fetchrow(
+        _MOVE_ORDER, order_id, status, list(reachable_from), note, caller, any_owner, *event
     )
-
-
-async def order_for_update(conn: Conn, order_id: UUID) -> asyncpg.Record | None:
-    """The order, locked until commit: status changes of one order happen one after another."""
-    return await conn.fetchrow(f"SELECT {_ORDER} FROM orders WHERE id = $1 FOR UPDATE", order_id)
-
-
-async def set_status(conn: Conn, order_id: UUID, status: str) -> asyncpg.Record:
-    return await conn.fetchrow(
-        f"""
-        UPDATE orders SET status = $2, version = version + 1, updated_at = clock_timestamp()
-        WHERE id = $1 RETURNING {_ORDER}
-        """,
-        order_id, status,
-    )
+    if row["id"] is not None:
+        event_written(conn)
+    return row
 
 
 async def order(conn: Conn, order_id: UUID) -> asyncpg.Record | None:

@@ -351,6 +351,86 @@ async def test_parallel_status_changes_each_bump_the_version_once(
     assert all(b in ALLOWED[a] for a, b in itertools.pairwise(path_taken))
 
 
+async def test_a_status_change_waiting_for_the_order_moves_it_from_where_the_other_left_it(
+    client: aiohttp.ClientSession, user_token: str, admin_token: str, admin_db: asyncpg.Pool
+) -> None:
+    """Its statement started while the order was placed; another change made it confirmed
+    while it waited for the order's lock. It moves on from confirmed: version 3, and the
+    history it answers with holds the other change too."""
+    order = await place_order(client, user_token, admin_token, quantity=1)
+    order_id = uuid.UUID(order["id"])
+    path = f"/api/admin/orders/{order['id']}/status"
+    async with admin_db.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT FROM orders.orders WHERE id = $1 FOR UPDATE", order_id)
+        shipping = asyncio.create_task(call(client, "POST", path, admin_token,
+                                            {"status": "shipped"}))
+        await eventually(lambda: _waits_for_a_lock(admin_db))
+        await _confirm_behind_the_services_back(conn, order_id, order["userId"])
+    status, body = await shipping
+    assert status == 200, body
+    assert body["data"]["version"] == 3
+    assert [h["status"] for h in body["data"]["history"]] == ["placed", "confirmed", "shipped"]
+    assert (await call(client, "GET", f"/api/orders/{order['id']}", admin_token))[1] == body
+
+
+async def test_a_status_change_waiting_for_the_order_checks_the_status_the_other_left(
+    client: aiohttp.ClientSession, user_token: str, admin_token: str, admin_db: asyncpg.Pool
+) -> None:
+    """Cancelling a placed order is allowed; the order was confirmed and then shipped while
+    the cancellation waited for its lock: refused, and no stock comes back."""
+    address = await create_address(client, user_token)
+    product = await create_product(client, admin_token, stock=5)
+    status, body = await _order(client, user_token, address["id"], [(product["id"], 2)])
+    order_id = uuid.UUID(body["data"]["id"])
+    async with admin_db.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT FROM orders.orders WHERE id = $1 FOR UPDATE", order_id)
+        cancelling = asyncio.create_task(
+            call(client, "POST", f"/api/orders/{order_id}/cancel", user_token)
+        )
+        await eventually(lambda: _waits_for_a_lock(admin_db))
+        await conn.execute(
+            "UPDATE orders.orders SET status = 'shipped', version = 2 WHERE id = $1", order_id
+        )
+    status, body = await cancelling
+    assert status == 409 and body["code"] == "invalid_transition", body
+    assert await _stock(client, product["id"]) == 3
+
+
+async def test_a_cancellation_waiting_for_a_product_gives_back_to_the_stock_as_it_is_now(
+    client: aiohttp.ClientSession, user_token: str, admin_token: str, admin_db: asyncpg.Pool
+) -> None:
+    """The stock was 3 when the cancellation's statement started; it became 10 while the
+    statement waited for the product's lock. The 2 come back to the 10."""
+    address = await create_address(client, user_token)
+    product = await create_product(client, admin_token, stock=5)
+    status, body = await _order(client, user_token, address["id"], [(product["id"], 2)])
+    order_id, product_id = body["data"]["id"], uuid.UUID(product["id"])
+    async with admin_db.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT FROM orders.products WHERE id = $1 FOR UPDATE", product_id)
+        cancelling = asyncio.create_task(
+            call(client, "POST", f"/api/orders/{order_id}/cancel", user_token)
+        )
+        await eventually(lambda: _waits_for_a_lock(admin_db))
+        await conn.execute("UPDATE orders.products SET stock = 10 WHERE id = $1", product_id)
+    status, body = await cancelling
+    assert status == 200, body
+    assert await _stock(client, product["id"]) == 12
+
+
+async def _confirm_behind_the_services_back(
+    conn: asyncpg.Connection, order_id: uuid.UUID, changed_by: str
+) -> None:
+    """What another instance's change to confirmed writes (its event aside)."""
+    await conn.execute(
+        "UPDATE orders.orders SET status = 'confirmed', version = 2 WHERE id = $1", order_id
+    )
+    await conn.execute(
+        "INSERT INTO orders.order_history (order_id, version, status, changed_by)"
+        " VALUES ($1, 2, 'confirmed', $2)",
+        order_id, uuid.UUID(changed_by),
+    )
+
+
 async def test_cancelling_gives_the_stock_back(
     client: aiohttp.ClientSession, user_token: str, admin_token: str
 ) -> None:
