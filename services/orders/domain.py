@@ -46,6 +46,11 @@ def reachable_from(target: OrderStatus) -> list[OrderStatus]:
     return [status for status in OrderStatus if can_move(status, target)]
 
 
+def gives_stock_back(target: OrderStatus) -> bool:
+    """A cancelled order's lines go back to stock."""
+    return target is OrderStatus.CANCELLED
+
+
 @dataclass(frozen=True)
 class Line:
     product_id: UUID

@@ -327,8 +327,8 @@ async def _move(
 ) -> Order:
     """One round trip: queries.move_order checks the move against the status it reads under
     the order's lock, and writes it with its history, its event and (for a cancellation) the
-    stock given back, in one statement. The rule stays the domain's: the statement is given
-    the statuses that `change.status` may be reached from."""
+    stock given back, in one statement. The rules stay the domain's: the statement is given
+    the statuses that `change.status` may be reached from, and whether it gives stock back."""
     assert caller.user_id
     # The statement completes the event with the owner, the old status, the version and time.
     event = Event(type="order.status_changed", source="orders", data={
@@ -336,7 +336,7 @@ async def _move(
     })
     row = await queries.move_order(
         conn, order_id, change.status, domain.reachable_from(change.status), change.note,
-        caller.user_id, caller.role is Role.ADMIN,
+        caller.user_id, caller.role is Role.ADMIN, domain.gives_stock_back(change.status),
         event_parameters(event, aggregate_id=str(order_id), request_id=rid),
     )
     if row["current_status"] is None:

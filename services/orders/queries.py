@@ -299,7 +299,8 @@ _MOVED_COMPLETION = """jsonb_build_object(
     'data', jsonb_build_object('userId', user_id, 'from', previous, 'version', version))"""
 
 # Parameters: $1 order id, $2 the new status, $3 the statuses it may be reached from, $4 the
-# history note, $5 the caller, $6 whether the caller may move others' orders, $7-$11 the event.
+# history note, $5 the caller, $6 whether the caller may move others' orders, $7 whether the
+# move gives the order's stock back, $8-$12 the event.
 _MOVE_ORDER = f"""
     WITH current AS (
         -- Locked until commit: changes of one order happen one after another. FOR UPDATE
@@ -319,18 +320,18 @@ _MOVE_ORDER = f"""
         RETURNING {_api_object("order_history", _HISTORY_COLUMNS)} AS entry
     ), lines AS (
         SELECT product_id, sum(quantity) AS quantity FROM order_items
-        WHERE order_id = $1 AND EXISTS (SELECT FROM moved WHERE status = 'cancelled')
+        WHERE order_id = $1 AND $7 AND EXISTS (SELECT FROM moved)
         GROUP BY product_id
     ), locked AS (
-        -- A cancellation gives the stock back. The products are locked in id order, as every
-        -- change to several products' stock locks them (place_order): no deadlock.
+        -- A move that gives the stock back (a cancellation) locks the products in id order,
+        -- as every change to several products' stock locks them (place_order): no deadlock.
         SELECT id, stock FROM products WHERE id IN (SELECT product_id FROM lines)
         ORDER BY id FOR UPDATE
     ), given_back AS (
         UPDATE products SET stock = l.stock + lines.quantity, updated_at = now()
         FROM locked l JOIN lines ON lines.product_id = l.id
         WHERE products.id = l.id
-    ), event AS ({event_insert(7, gate="moved", completion=_MOVED_COMPLETION)})
+    ), event AS ({event_insert(8, gate="moved", completion=_MOVED_COMPLETION)})
     SELECT visible.status AS current_status, moved.*, history.entry,
         (SELECT jsonb_agg({_api_object("i", _ITEM_COLUMNS)} ORDER BY line_no)
          FROM order_items i WHERE i.order_id = moved.id) AS items,
@@ -343,18 +344,19 @@ _MOVE_ORDER = f"""
 
 async def move_order(
     conn: Conn, order_id: UUID, status: str, reachable_from: Sequence[str], note: str | None,
-    caller: UUID, any_owner: bool, event: tuple[Any, ...],
+    caller: UUID, any_owner: bool, gives_stock_back: bool, event: tuple[Any, ...],
 ) -> asyncpg.Record:
     """Moves the order to `status` if it is now in `reachable_from` and the caller may move
-    it: its new version, its history entry, its event and, for a cancellation, the stock
-    given back, in one statement (one round trip, its own transaction).
+    it: its new version, its history entry, its event and, if `gives_stock_back`, its lines'
+    stock given back, in one statement (one round trip, its own transaction).
 
     Returns `current_status`: None when the order does not exist or is not the caller's.
     When it moved, the order's row as it now is, its `items` and its history: the
     `earlier_history` entries (as the statement's snapshot has them) and the new `entry`.
     """
     row = await conn.fetchrow(
-        _MOVE_ORDER, order_id, status, list(reachable_from), note, caller, any_owner, *event
+        _MOVE_ORDER, order_id, status, list(reachable_from), note, caller, any_owner,
+        gives_stock_back, *event,
     )
     if row["id"] is not None:
         event_written(conn)
