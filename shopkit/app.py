@@ -126,7 +126,7 @@ def _outbox_relay(schema: str) -> list[Callable[[web.Application], AsyncIterator
     confirms left the broker connection unable to close for 2 s (aio-pika's reader blocked on
     the closing channel's full frame queue), and their batch would be sent twice."""
 
-    async def relay(app: web.Application) -> AsyncIterator[None]:
+    async def run_relay(app: web.Application) -> AsyncIterator[None]:
         relay = OutboxRelay(app[POOL_KEY], app[BROKER_KEY], app[SETTINGS_KEY])
         running = asyncio.create_task(relay.run(), name=f"{schema}-outbox-relay")
         yield
@@ -136,7 +136,7 @@ def _outbox_relay(schema: str) -> list[Callable[[web.Application], AsyncIterator
     async def prune(app: web.Application) -> None:
         await prune_published(app[POOL_KEY])
 
-    return [relay, periodic("outbox-prune", 600, prune)]
+    return [run_relay, periodic("outbox-prune", 600, prune)]
 
 
 async def _stop_consumers(app: web.Application) -> None:
