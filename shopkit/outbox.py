@@ -74,6 +74,13 @@ def event_insert(first_parameter: int, gate: str, completion: str | None = None)
     """
 
 
+def occurred_at(timestamp: str) -> str:
+    """SQL writing a timestamptz expression as an event's `occurredAt`, the way
+    `Event.envelope` writes it (UTC, microseconds, +00:00): for a `completion` whose time
+    only the statement knows."""
+    return f"""to_char({timestamp} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')"""
+
+
 def event_parameters(
     event: Event, aggregate_id: str, request_id: str | None
 ) -> tuple[Any, ...]:

@@ -8,7 +8,7 @@ from uuid import UUID
 import asyncpg
 
 from services.orders.domain import Line
-from shopkit.outbox import event_insert, event_written
+from shopkit.outbox import event_insert, event_written, occurred_at
 from shopkit.web import api_name
 
 Conn = asyncpg.Connection
@@ -192,11 +192,10 @@ def _api_object(row: str, columns: Sequence[str]) -> str:
     return f"jsonb_build_object({pairs})"
 
 
-# What order.created carries that only the statement knows: the time the order was placed
-# (written as Python's isoformat writes UTC, like every other event's), the lines as priced
-# under the locks, and their total.
-_CREATED_COMPLETION = """jsonb_build_object(
-    'occurredAt', to_char(placed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'),
+# What order.created carries that only the statement knows: the time the order was placed,
+# the lines as priced under the locks, and their total.
+_CREATED_COMPLETION = f"""jsonb_build_object(
+    'occurredAt', {occurred_at("placed_at")},
     'data', jsonb_build_object('totalCents', total, 'items', items))"""
 
 # Parameters: $1 order id, $2 user, $3 address, $4 the lines' products, $5 their quantities,
@@ -294,8 +293,8 @@ async def place_order(
 # What order.status_changed carries that only the statement knows: the order's owner, the
 # status it came from and its new version, as read under the order's lock, and the time of
 # the change.
-_MOVED_COMPLETION = """jsonb_build_object(
-    'occurredAt', to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'),
+_MOVED_COMPLETION = f"""jsonb_build_object(
+    'occurredAt', {occurred_at("updated_at")},
     'data', jsonb_build_object('userId', user_id, 'from', previous, 'version', version))"""
 
 # Parameters: $1 order id, $2 the new status, $3 the statuses it may be reached from, $4 the
