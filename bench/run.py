@@ -27,11 +27,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import asyncpg
 import orjson
 
+from shopkit.bootstrap import with_database
 from shopkit.identity import IDENTITY_HEADER, Identity, Role, sign_identity
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -146,6 +148,110 @@ def _tool(name: str) -> str:
     return found
 
 
+# CPU: what each part of the machine spends per operation -----------------------------------
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# Processes by their name in /proc (comm), beside the components found by their port.
+INFRASTRUCTURE = {"postgres": "Postgres", "beam.smp": "RabbitMQ", "erl_child_setup": "RabbitMQ",
+                  "epmd": "RabbitMQ", "inet_gethost": "RabbitMQ"}
+LOAD = "load (wrk or the probe)"
+
+
+@dataclass(frozen=True)
+class CpuReading:
+    """CPU seconds used so far: by each part of the load (`by_part`), and by all cores of the
+    machine (`busy`, out of `total`, both counted since boot)."""
+
+    by_part: dict[str, float]
+    busy: float
+    total: float
+
+
+@dataclass(frozen=True)
+class CpuUse:
+    """What one run cost: ms of CPU per operation for each part, and how busy the cores were."""
+
+    ms_per_operation: dict[str, float]
+    cores_busy: float
+
+
+def _process_cpu(stat: str, children: bool = False) -> float:
+    """Seconds of CPU from a /proc/<pid>/stat line: user and system time, and with `children`
+    those of its children that have been waited for (wrk, for the bench)."""
+    fields = stat.rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / CLOCK_TICKS
+
+
+def _machine_cpu(proc_stat: str) -> tuple[float, float]:
+    """Busy and total seconds of all cores from /proc/stat. Steal (time the hypervisor gave
+    to others) is neither ours nor idle, and is left out of both."""
+    user, nice, system, idle, iowait, irq, softirq = (
+        int(n) for n in proc_stat.splitlines()[0].split()[1:8])
+    busy = user + nice + system + irq + softirq
+    return busy / CLOCK_TICKS, (busy + idle + iowait) / CLOCK_TICKS
+
+
+def cpu_reading() -> CpuReading:
+    components = _components_by_pid()
+    by_part: dict[str, float] = collections.defaultdict(float)
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        part = components.get(pid) or INFRASTRUCTURE.get(comm)
+        if int(pid) == os.getpid():
+            by_part[LOAD] += _process_cpu(stat, children=True)
+        elif part is not None:
+            by_part[part] += _process_cpu(stat)
+    busy, total = _machine_cpu(Path("/proc/stat").read_text())
+    return CpuReading(dict(by_part), busy, total)
+
+
+def cpu_use(before: CpuReading, after: CpuReading, operations: float) -> CpuUse:
+    """ms of CPU per operation between two readings, per part, and "other" for the rest of
+    the machine's busy time (the kernel's network work, nginx, other processes)."""
+    spent = {part: after.by_part[part] - before.by_part.get(part, 0.0)
+             for part in after.by_part}
+    spent["other"] = max(0.0, (after.busy - before.busy) - sum(spent.values()))
+    share = (after.busy - before.busy) / max(after.total - before.total, 1e-9)
+    return CpuUse(
+        {part: 1000 * seconds / max(operations, 1) for part, seconds in spent.items()},
+        share * (os.cpu_count() or 1),
+    )
+
+
+def metered(measure: Callable[[int], Sample], uses: list[CpuUse]) -> Callable[[int], Sample]:
+    """`measure`, with the CPU of each run per request added to `uses`."""
+    def run(seconds: int) -> Sample:
+        before = cpu_reading()
+        sample = measure(seconds)
+        uses.append(cpu_use(before, cpu_reading(), sample.rps * seconds))
+        return sample
+    return run
+
+
+CPU_PARTS = (*PORTS, "Postgres", "RabbitMQ", LOAD, "other")
+
+
+def cpu_summary(uses: list[CpuUse]) -> tuple[dict[str, float], float]:
+    """The median of the runs' ms per operation for each part, and of the cores busy."""
+    per_part = {part: statistics.median(u.ms_per_operation.get(part, 0.0) for u in uses)
+                for part in CPU_PARTS}
+    return per_part, statistics.median(u.cores_busy for u in uses)
+
+
+def print_cpu(uses: list[CpuUse], operation: str) -> None:
+    per_part, busy = cpu_summary(uses)
+    parts = ", ".join(f"{part} {ms:.2f}" for part, ms in per_part.items() if ms >= 0.005)
+    print(f"  ms of CPU per {operation}: {parts}; all {sum(per_part.values()):.2f};"
+          f" cores busy {busy:.2f} of {os.cpu_count()}", flush=True)
+
+
 # Load ----------------------------------------------------------------------------------------
 
 
@@ -242,9 +348,8 @@ async def _promote(user_id: str) -> None:
 
 def _shop_admin_dsn() -> str:
     """The superuser on the services' database (bootstrap's ADMIN_DATABASE_URL names its own)."""
-    admin = os.environ["ADMIN_DATABASE_URL"].rsplit("/", 1)[0]
-    database = os.environ["AUTH_DATABASE_URL"].rsplit("/", 1)[1]
-    return f"{admin}/{database}"
+    database = urlsplit(os.environ["AUTH_DATABASE_URL"]).path.lstrip("/")
+    return with_database(os.environ["ADMIN_DATABASE_URL"], database)
 
 
 async def vacuumed() -> bool:
@@ -344,13 +449,16 @@ def authenticated_reads(customer: Customer, runs: int, seconds: int) -> list[tup
 
 
 def order_placement(customers: list[Customer], products: list[str], runs: int,
-                    seconds: int) -> tuple[Summary, str]:
+                    seconds: int) -> tuple[Summary, str, list[CpuUse]]:
     print(f"POST /api/orders, {runs} runs of {seconds} s, 2 threads, 32 connections", flush=True)
     before = asyncio.run(stock_and_orders(customers, products))
     pairs = ";".join(f"{c.token},{c.address_id}" for c in customers)
-    summary = repeat("gateway", runs, seconds, lambda t: wrk(
+    cpu: list[CpuUse] = []
+    summary = repeat("gateway", runs, seconds, metered(lambda t: wrk(
         f"http://127.0.0.1:{PORTS['gateway']}/api/orders", {}, t, 32, ORDER_SCRIPT,
-        {"BENCH_CUSTOMERS": pairs, "BENCH_PRODUCTS": ";".join(products)}))
+        {"BENCH_CUSTOMERS": pairs, "BENCH_PRODUCTS": ";".join(products)}), cpu))
+    cpu = cpu[1:]  # the warm-up's is not a run's
+    print_cpu(cpu, "order")
     after = asyncio.run(stock_and_orders(customers, products))
     caught_up = asyncio.run(tracking_caught_up(customers))
     taken, ordered = before[0] - after[0], after[1] - before[1]
@@ -360,7 +468,7 @@ def order_placement(customers: list[Customer], products: list[str], runs: int,
                   f"{caught_up:.1f} s after the load stopped" if caught_up is not None
                   else "ORDERS STILL UNTRACKED 120 s after the load stopped"))
     print(f"  {verdict}")
-    return summary, verdict
+    return summary, verdict, cpu
 
 
 # The statuses an order walks through, one change at a time, in scenario 3.
@@ -513,7 +621,8 @@ async def _walking_orders(session: aiohttp.ClientSession, customers: list[Custom
 
 
 async def event_propagation(customers: list[Customer], products: list[str], rate: int,
-                            runs: int, seconds: int) -> tuple[dict[str, Summary], int]:
+                            runs: int, seconds: int
+                            ) -> tuple[dict[str, Summary], int, list[CpuUse]]:
     print(f"event propagation, {runs} runs of {seconds} s at {rate} status changes/s",
           flush=True)
     base = f"http://127.0.0.1:{PORTS['gateway']}"
@@ -529,8 +638,11 @@ async def event_propagation(customers: list[Customer], products: list[str], rate
         try:
             await asyncio.sleep(1)  # the streams are open
             samples: dict[str, list[Latencies]] = {where: [] for where in WHERE_SEEN}
+            cpu = []
             for _ in range(runs):
+                before = cpu_reading()
                 latencies = await probe.measure(rate, seconds)
+                cpu.append(cpu_use(before, cpu_reading(), rate * seconds))
                 for where, values in latencies.items():
                     samples[where].append(_percentiles(values))
         finally:
@@ -544,7 +656,8 @@ async def event_propagation(customers: list[Customer], products: list[str], rate
               f"  p99 {summary.median('p99_ms'):7.2f} ms"
               f"  (p99 {summary.spread('p99_ms')})", flush=True)
     print(f"  changes never seen within 5 s: {probe.missed}")
-    return summaries, probe.missed
+    print_cpu(cpu, "change")
+    return summaries, probe.missed, cpu
 
 
 def _percentiles(values: list[float]) -> Latencies:
@@ -552,21 +665,32 @@ def _percentiles(values: list[float]) -> Latencies:
     return Latencies(changes=len(values), p50_ms=cuts[49], p99_ms=cuts[98])
 
 
-def resident_memory(field: str = "VmRSS") -> dict[str, float]:
-    """MiB resident per component, found by the bench port in its environment: all of it
-    (VmRSS), or the part that is pages of files, mostly shared libraries (RssFile)."""
+def _components_by_pid() -> dict[str, str]:
+    """The bench's five components, found by the port in their environment."""
     ports = {f"PORT={port}".encode(): name for name, port in PORTS.items()}
-    found: dict[str, float] = {}
+    found = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             environment = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
             command = Path(f"/proc/{pid}/cmdline").read_bytes()
-            status = Path(f"/proc/{pid}/status").read_text()
         except OSError:
             continue
         name = next((ports[v] for v in environment if v in ports), None)
-        rss = re.search(rf"{field}:\s+(\d+) kB", status)
-        if name and rss and b"python" in command:
+        if name and b"python" in command:
+            found[pid] = name
+    return found
+
+
+def resident_memory(field: str = "VmRSS") -> dict[str, float]:
+    """MiB resident per component: all of it (VmRSS), or the part that is pages of files,
+    mostly shared libraries (RssFile)."""
+    found: dict[str, float] = {}
+    for pid, name in _components_by_pid().items():
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        if rss := re.search(rf"{field}:\s+(\d+) kB", status):
             found[name] = int(rss.group(1)) / 1024
     return found
 
@@ -593,6 +717,8 @@ class Results:
     rate: int
     memory: dict[str, dict[str, float]]
     autovacuum: bool
+    placement_cpu: list[CpuUse]
+    propagation_cpu: list[CpuUse]
 
 
 def verdicts(results: Results) -> list[tuple[str, str, bool]]:
@@ -628,6 +754,20 @@ def verdicts(results: Results) -> list[tuple[str, str, bool]]:
                  ", ".join(f"{name} {rest.get(name, 0):.1f}" for name in PORTS),
                  all(0 < rest.get(name, 0) <= 60 for name in PORTS)))
     return rows
+
+
+def cpu_table(uses: list[CpuUse], operation: str) -> list[str]:
+    """What bounds a throughput on a machine of a few cores: the CPU that each operation costs
+    all the processes it goes through."""
+    per_part, busy = cpu_summary(uses)
+    return [
+        f"CPU per {operation} during the runs, from /proc (user and system time of each",
+        "process; other: the rest of the machine's busy time, mostly the kernel's loopback",
+        f"network). The cores were {busy:.2f} of {os.cpu_count()} busy.", "",
+        f"| process | ms of CPU per {operation} |", "|---|---|",
+        *(f"| {part} | {ms:.2f} |" for part, ms in per_part.items()),
+        f"| **all** | **{sum(per_part.values()):.2f}** |", "",
+    ]
 
 
 def report(results: Results, runs: int, seconds: int) -> str:
@@ -682,6 +822,7 @@ def report(results: Results, runs: int, seconds: int) -> str:
         f"{placed.median('p50_ms'):.2f} | {placed.median('p99_ms'):.2f} | "
         f"{placed.total('non_2xx')} |",
         "", f"Afterwards: {results.oversold}.", "",
+        *cpu_table(results.placement_cpu, "order"),
         "## 3. Event propagation", "",
         f"An admin moves orders along their statuses at {results.rate} changes/s through the",
         "gateway (one change per order in flight). For each change: the time from its response",
@@ -694,6 +835,7 @@ def report(results: Results, runs: int, seconds: int) -> str:
           f"({s.spread('p99_ms')}) | {s.total('changes'):,} |"
           for where, s in results.propagation.items()),
         "", f"Changes not seen everywhere within 5 s: {results.missed}.", "",
+        *cpu_table(results.propagation_cpu, "change"),
         "## 4. Resident memory (MiB)", "",
         "VmRSS of each process. Of that at rest, the pages of files: the interpreter, the",
         "extension modules and the shared libraries they load, which every component maps",
@@ -738,14 +880,15 @@ def main() -> None:
             return
         reads = authenticated_reads(customers[0], args.runs, args.seconds)
         asyncio.run(vacuumed())
-        placement, oversold = order_placement(customers, products, args.runs, args.seconds)
+        placement, oversold, placement_cpu = order_placement(customers, products, args.runs,
+                                                             args.seconds)
         asyncio.run(vacuumed())
-        changes, missed = asyncio.run(event_propagation(customers, products, args.rate,
-                                                        args.runs, args.seconds))
+        changes, missed, propagation_cpu = asyncio.run(event_propagation(
+            customers, products, args.rate, args.runs, args.seconds))
         loaded = resident_memory()
     results = Results(reads, placement, oversold, changes, missed, args.rate,
                       {"rest": rest, "rest_in_files": rest_in_files, "loaded": loaded},
-                      autovacuum)
+                      autovacuum, placement_cpu, propagation_cpu)
     args.output.parent.mkdir(exist_ok=True)
     args.output.write_text(report(results, args.runs, args.seconds))
     print("against the targets:")

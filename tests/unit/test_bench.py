@@ -1,7 +1,27 @@
 """The bench's reading of wrk and its verdicts on the targets: what docs/benchmarks.md says is
 only as right as these."""
 
-from bench.run import PORTS, Latencies, Results, Sample, Summary, parse_wrk, verdicts
+import os
+
+import pytest
+
+from bench.run import (
+    LOAD,
+    PORTS,
+    CpuReading,
+    CpuUse,
+    Latencies,
+    Results,
+    Sample,
+    Summary,
+    _machine_cpu,
+    _process_cpu,
+    cpu_reading,
+    cpu_use,
+    parse_wrk,
+    report,
+    verdicts,
+)
 
 # wrk 4.1 with --latency, as it prints a run.
 WRK_REPORT = """\
@@ -53,6 +73,8 @@ def _results(
         rate=200,
         memory={"rest": memory, "rest_in_files": memory, "loaded": memory},
         autovacuum=False,
+        placement_cpu=[CpuUse({"orders": 0.7, "Postgres": 0.8}, 1.9)],
+        propagation_cpu=[CpuUse({"orders": 1.5}, 1.2), CpuUse({"orders": 1.7}, 1.4)],
     )
 
 
@@ -83,3 +105,48 @@ def test_more_throughput_than_nginx_with_a_worse_p99_misses() -> None:
 def test_a_memory_miss_shows_in_the_figure_reported_beside_it() -> None:
     row = verdicts(_results(2.0, 0.9, 1100.0, 40.0, 3.0, 8.0, 60.3))[-1]
     assert row[2] is False and "auth 60.3" in row[1]
+
+
+# /proc/<pid>/stat of a process whose name holds ") " (the last parenthesis ends the name):
+# utime 250, stime 50, cutime 700, cstime 300 ticks.
+PROCESS_STAT = "4242 (odd) name) S 1 4242 4242 0 -1 4194560 0 0 0 0 250 50 700 300 20 0 1 0"
+
+
+def test_a_process_cpu_is_its_user_and_system_time_and_its_children_only_when_asked() -> None:
+    ticks = os.sysconf("SC_CLK_TCK")
+    assert _process_cpu(PROCESS_STAT) == 300 / ticks
+    assert _process_cpu(PROCESS_STAT, children=True) == 1300 / ticks
+
+
+def test_the_machine_is_busy_for_all_but_idle_and_io_wait_and_steal_counts_for_neither() -> None:
+    ticks = os.sysconf("SC_CLK_TCK")
+    # user nice system idle iowait irq softirq steal
+    busy, total = _machine_cpu("cpu  100 10 40 800 20 5 25 999 0 0\ncpu0 1 2 3\n")
+    assert (busy, total) == (180 / ticks, 1000 / ticks)
+
+
+def test_cpu_per_operation_splits_the_machine_busy_time_among_the_parts_and_other() -> None:
+    before = CpuReading({"orders": 1.0, "Postgres": 2.0}, busy=10.0, total=100.0)
+    after = CpuReading({"orders": 1.5, "Postgres": 2.8, "gateway": 0.2}, busy=12.0, total=102.0)
+    use = cpu_use(before, after, operations=1000)
+    # ms per operation: orders 0.5 s / 1000, Postgres 0.8 s, the new process all its 0.2 s,
+    # and the 0.5 s of busy time no part accounts for.
+    assert use.ms_per_operation == pytest.approx(
+        {"orders": 0.5, "Postgres": 0.8, "gateway": 0.2, "other": 0.5})
+    assert use.cores_busy == os.cpu_count()  # 2 s busy of 2 s: every core all the time
+
+
+def test_a_reading_finds_the_bench_itself_as_the_load_with_the_cpu_it_has_used() -> None:
+    sum(i * i for i in range(300_000))  # some CPU of its own to find
+    reading = cpu_reading()
+    assert reading.by_part[LOAD] > 0
+    assert 0 < reading.busy < reading.total
+
+
+def test_the_report_gives_each_scenario_the_median_cpu_of_its_runs_per_operation() -> None:
+    text = report(_results(2.0, 0.9, 1100.0, 40.0, 3.0, 8.0, 55.0), runs=1, seconds=5)
+    placement = text[text.index("CPU per order"):text.index("## 3.")]
+    propagation = text[text.index("CPU per change"):text.index("## 4.")]
+    assert "| orders | 0.70 |" in placement and "| Postgres | 0.80 |" in placement
+    assert "| **all** | **1.50** |" in placement and "1.90 of" in placement
+    assert "| orders | 1.60 |" in propagation and "1.30 of" in propagation
