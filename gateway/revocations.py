@@ -8,6 +8,7 @@ not be used while revocations could be missed (gateway/tokens.py).
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 from uuid import UUID
@@ -51,7 +52,7 @@ async def _listen_once(url: str, cache: TokenCache) -> None:
                                                   durable=True)
         queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
         await queue.bind(exchange, routing_key=SESSION_REVOKED)
-        await queue.consume(lambda message: _on_revoked(cache, message), no_ack=True)
+        await queue.consume(functools.partial(_on_revoked, cache), no_ack=True)
         # Whatever was revoked before this moment went unheard: start from nothing.
         cache.clear()
         cache.listening = True

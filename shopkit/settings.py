@@ -37,7 +37,8 @@ class ServiceSettings(ComponentSettings):
     db_connect_timeout_seconds: float = 5.0
     # How long a starting process waits for Postgres before it gives up.
     startup_timeout_seconds: float = 60.0
-    # The outbox relay wakes on NOTIFY; polling is the fallback should a notification be missed.
+    # The relay is woken by its own process's writes (shopkit.outbox); the poll finds what
+    # other processes wrote and could not publish.
     outbox_poll_interval_seconds: float = Field(default=1.0, gt=0)
     outbox_batch_size: int = Field(default=100, ge=1, le=1000)
     # Event consumers: unacknowledged messages in flight, and how a failing one is retried
