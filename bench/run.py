@@ -766,7 +766,10 @@ def cpu_table(uses: list[CpuUse], operation: str) -> list[str]:
         f"network). The cores were {busy:.2f} of {os.cpu_count()} busy.", "",
         f"| process | ms of CPU per {operation} |", "|---|---|",
         *(f"| {part} | {ms:.2f} |" for part, ms in per_part.items()),
-        f"| **all** | **{sum(per_part.values()):.2f}** |", "",
+        f"| **all** | **{sum(per_part.values()):.2f}** |",
+        f"| all, in units of the gateway's (what compares across machines) | "
+        f"{sum(per_part.values()) / per_part['gateway']:.1f} |" if per_part["gateway"] else "",
+        "",
     ]
 
 

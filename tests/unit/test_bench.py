@@ -74,7 +74,8 @@ def _results(
         memory={"rest": memory, "rest_in_files": memory, "loaded": memory},
         autovacuum=False,
         placement_cpu=[CpuUse({"orders": 0.7, "Postgres": 0.8}, 1.9)],
-        propagation_cpu=[CpuUse({"orders": 1.5}, 1.2), CpuUse({"orders": 1.7}, 1.4)],
+        propagation_cpu=[CpuUse({"orders": 1.5, "gateway": 0.5}, 1.2),
+                         CpuUse({"orders": 1.7, "gateway": 0.5}, 1.4)],
     )
 
 
@@ -149,4 +150,6 @@ def test_the_report_gives_each_scenario_the_median_cpu_of_its_runs_per_operation
     propagation = text[text.index("CPU per change"):text.index("## 4.")]
     assert "| orders | 0.70 |" in placement and "| Postgres | 0.80 |" in placement
     assert "| **all** | **1.50** |" in placement and "1.90 of" in placement
+    assert "units of the gateway's" not in placement  # the gateway's share was not measured
     assert "| orders | 1.60 |" in propagation and "1.30 of" in propagation
+    assert "| all, in units of the gateway's (what compares across machines) | 4.2 |" in propagation
