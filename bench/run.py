@@ -153,7 +153,7 @@ def _tool(name: str) -> str:
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # Processes by their name in /proc (comm), beside the components found by their port.
 INFRASTRUCTURE = {"postgres": "Postgres", "beam.smp": "RabbitMQ", "erl_child_setup": "RabbitMQ",
-                  "epmd": "RabbitMQ", "inet_gethost": "RabbitMQ"}
+                  "epmd": "RabbitMQ", "inet_gethost": "RabbitMQ", "nginx": "nginx"}
 LOAD = "load (wrk or the probe)"
 
 
@@ -235,7 +235,7 @@ def metered(measure: Callable[[int], Sample], uses: list[CpuUse]) -> Callable[[i
     return run
 
 
-CPU_PARTS = (*PORTS, "Postgres", "RabbitMQ", LOAD, "other")
+CPU_PARTS = (*PORTS, "Postgres", "RabbitMQ", "nginx", LOAD, "other")
 
 
 def cpu_summary(uses: list[CpuUse]) -> tuple[dict[str, float], float]:
@@ -437,14 +437,16 @@ def authenticated_reads(customer: Customer, runs: int, seconds: int) -> list[tup
     for label, path, service in (("GET /api/users/me", "/api/users/me", "auth"),
                                  ("GET /api/orders", "/api/orders?limit=20", "orders")):
         print(f"{label}, {runs} runs of {seconds} s, 2 threads, 50 connections", flush=True)
-        ours = repeat("gateway", runs, seconds, lambda t, p=path: wrk(
-            f"http://127.0.0.1:{PORTS['gateway']}{p}", bearer, t, 50))
-        peer = repeat("nginx auth_request", runs, seconds, lambda t, p=path: wrk(
-            f"http://127.0.0.1:{NGINX_PORT}{p}", bearer, t, 50))
-        ceiling = repeat(f"{service} directly (ceiling)", runs, seconds,
-                         lambda t, p=path, s=service: wrk(
-                             f"http://127.0.0.1:{PORTS[s]}{p}", signed(customer, p), t, 50))
-        results.append((label, [ours, peer, ceiling]))
+        targets = (("gateway", PORTS["gateway"], bearer),
+                   ("nginx auth_request", NGINX_PORT, bearer),
+                   (f"{service} directly (ceiling)", PORTS[service], signed(customer, path)))
+        summaries = []
+        for name, port, headers in targets:
+            cpu: list[CpuUse] = []
+            summaries.append(repeat(name, runs, seconds, metered(
+                lambda t, u=f"http://127.0.0.1:{port}{path}", h=headers: wrk(u, h, t, 50), cpu)))
+            print_cpu(cpu[1:], "request")
+        results.append((label, summaries))
     return results
 
 
@@ -765,7 +767,7 @@ def cpu_table(uses: list[CpuUse], operation: str) -> list[str]:
         "process; other: the rest of the machine's busy time, mostly the kernel's loopback",
         f"network). The cores were {busy:.2f} of {os.cpu_count()} busy.", "",
         f"| process | ms of CPU per {operation} |", "|---|---|",
-        *(f"| {part} | {ms:.2f} |" for part, ms in per_part.items()),
+        *(f"| {part} | {ms:.2f} |" for part, ms in per_part.items() if ms >= 0.005),
         f"| **all** | **{sum(per_part.values()):.2f}** |",
         f"| all, in units of the gateway's (what compares across machines) | "
         f"{sum(per_part.values()) / per_part['gateway']:.1f} |" if per_part["gateway"] else "",
