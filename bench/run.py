@@ -214,7 +214,7 @@ def cpu_reading() -> CpuReading:
 
 def cpu_use(before: CpuReading, after: CpuReading, operations: float) -> CpuUse:
     """ms of CPU per operation between two readings, per part, and "other" for the rest of
-    the machine's busy time (the kernel's network work, nginx, other processes)."""
+    the machine's busy time (the kernel's network work, other processes)."""
     spent = {part: after.by_part[part] - before.by_part.get(part, 0.0)
              for part in after.by_part}
     spent["other"] = max(0.0, (after.busy - before.busy) - sum(spent.values()))
