@@ -291,9 +291,12 @@ def _latency(output: str, percentile: str) -> float:
 WARM_UP_SECONDS = 2
 
 
-def repeat(name: str, runs: int, seconds: int, measure: Callable[[int], Sample]) -> Summary:
+def repeat(name: str, runs: int, seconds: int, measure: Callable[[int], Sample],
+           cpu: list[CpuUse] | None = None) -> Summary:
+    """The runs' summary; with `cpu`, the CPU of each run (not of the warm-up) is added to it."""
     measure(WARM_UP_SECONDS)
-    samples = [measure(seconds) for _ in range(runs)]
+    run = metered(measure, cpu) if cpu is not None else measure
+    samples = [run(seconds) for _ in range(runs)]
     summary = Summary(name, samples)
     print(f"  {name:<34} {summary.median('rps'):>9,.0f} req/s"
           f"  p50 {summary.median('p50_ms'):6.2f} ms  p99 {summary.median('p99_ms'):7.2f} ms"
@@ -443,9 +446,10 @@ def authenticated_reads(customer: Customer, runs: int, seconds: int) -> list[tup
         summaries = []
         for name, port, headers in targets:
             cpu: list[CpuUse] = []
-            summaries.append(repeat(name, runs, seconds, metered(
-                lambda t, u=f"http://127.0.0.1:{port}{path}", h=headers: wrk(u, h, t, 50), cpu)))
-            print_cpu(cpu[1:], "request")
+            summaries.append(repeat(
+                name, runs, seconds,
+                lambda t, u=f"http://127.0.0.1:{port}{path}", h=headers: wrk(u, h, t, 50), cpu))
+            print_cpu(cpu, "request")
         results.append((label, summaries))
     return results
 
@@ -456,10 +460,9 @@ def order_placement(customers: list[Customer], products: list[str], runs: int,
     before = asyncio.run(stock_and_orders(customers, products))
     pairs = ";".join(f"{c.token},{c.address_id}" for c in customers)
     cpu: list[CpuUse] = []
-    summary = repeat("gateway", runs, seconds, metered(lambda t: wrk(
+    summary = repeat("gateway", runs, seconds, lambda t: wrk(
         f"http://127.0.0.1:{PORTS['gateway']}/api/orders", {}, t, 32, ORDER_SCRIPT,
-        {"BENCH_CUSTOMERS": pairs, "BENCH_PRODUCTS": ";".join(products)}), cpu))
-    cpu = cpu[1:]  # the warm-up's is not a run's
+        {"BENCH_CUSTOMERS": pairs, "BENCH_PRODUCTS": ";".join(products)}), cpu)
     print_cpu(cpu, "order")
     after = asyncio.run(stock_and_orders(customers, products))
     caught_up = asyncio.run(tracking_caught_up(customers))
