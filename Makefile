@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 ENV := scripts/with-env
 
-.PHONY: run test bench lint setup infra db admin clean
+.PHONY: run test bench lint setup env infra db admin clean
 
 $(VENV)/.installed: pyproject.toml
 	@PYTHON=$(PYTHON) scripts/ensure-venv $(VENV)
@@ -15,10 +15,11 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-.env:
+# .env with every secret the components need; what an older .env lacks is added.
+env:
 	@scripts/dev-env
 
-infra: .env
+infra: env
 	@$(ENV) scripts/ensure-infra
 
 db: setup infra
@@ -41,7 +42,7 @@ bench: db
 # ADMIN_PASSWORD=... make admin EMAIL=you@example.com : an admin account for `make run`'s system.
 admin: db
 	@test -n "$(EMAIL)" || { echo "usage: ADMIN_PASSWORD=... make admin EMAIL=you@example.com"; exit 2; }
-	$(ENV) sh -c 'DATABASE_URL="$$AUTH_DATABASE_URL" exec python -m services.auth create-admin "$$0"' "$(EMAIL)"
+	$(ENV) sh -c 'DATABASE_URL="$$AUTH_DATABASE_URL" IDENTITY_SECRET="$$AUTH_IDENTITY_SECRET" RABBITMQ_URL="$$AUTH_RABBITMQ_URL" exec python -m services.auth create-admin "$$0"' "$(EMAIL)"
 
 lint: setup
 	$(ENV) ruff check .

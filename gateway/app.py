@@ -8,12 +8,17 @@ import aiohttp
 from aiohttp import web
 
 from gateway.docs import DOCS_PATH, SPEC_PATH, add_docs
+from gateway.recent import Recent
 from gateway.revocations import TOKEN_CACHE_KEY, token_cache
 from gateway.routes import Access, match_route
 from gateway.settings import GatewaySettings
 from gateway.upstream import (
     HTTP_KEY,
     SETTINGS_KEY,
+    STREAM_HTTP_KEY,
+    STREAM_SLOTS_KEY,
+    UPSTREAMS_KEY,
+    StreamSlots,
     authenticate,
     client_address,
     forward,
@@ -21,17 +26,17 @@ from gateway.upstream import (
 from shopkit import errors
 from shopkit.health import live
 from shopkit.identity import Identity, Role
-from shopkit.metrics import METRICS_PATH, ROUTE_LABEL_KEY, add_metrics
+from shopkit.metrics import ROUTE_LABEL_KEY
 from shopkit.openapi import documented
-from shopkit.web import MAX_BODY_BYTES, ApiModel, base_middlewares, dumps, request_id
+from shopkit.operator import serve_metrics
+from shopkit.web import MAX_BODY_BYTES, ApiModel, base_middlewares, component_app, dumps, request_id
 
 READINESS_TIMEOUT_SECONDS = 2.0
+READINESS_KEY = web.AppKey("readiness", Recent)
 
 
 # Answered by the gateway itself, for GET only; other methods must not reach the proxy.
-LOCAL_PATHS = frozenset(
-    {"/api/ping", SPEC_PATH, DOCS_PATH, "/health/live", "/health/ready", METRICS_PATH}
-)
+LOCAL_PATHS = frozenset({"/api/ping", SPEC_PATH, DOCS_PATH, "/health/live", "/health/ready"})
 
 
 # The methods routes are served with. Any other (TRACE, ...) goes on anonymously, so the
@@ -59,7 +64,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     request[ROUTE_LABEL_KEY] = route.pattern.pattern
     if (request.content_length or 0) > MAX_BODY_BYTES:
         raise errors.PayloadTooLarge()
-    address = client_address(request, request.app[SETTINGS_KEY])
+    address = client_address(request, request.app[SETTINGS_KEY].trusted_proxies)
     caller = Identity(Role.ANONYMOUS, client_address=address)
     if request.method in API_METHODS and route.needs_token:
         caller = await authenticate(request, address)
@@ -77,10 +82,9 @@ async def proxy(request: web.Request) -> web.StreamResponse:
 @documented("Every service's readiness (503 and `degraded` when one is not ready)",
             Access.PUBLIC, answer=PingAnswer, enveloped=False, tag="health")
 async def ping(request: web.Request) -> web.Response:
-    """Every service's readiness (its Postgres and RabbitMQ included), named one by one."""
-    upstreams = request.app[SETTINGS_KEY].upstreams()
-    states = await asyncio.gather(*(_readiness(request, url) for url in upstreams.values()))
-    services = dict(zip(upstreams, states, strict=True))
+    """Every service's readiness (its Postgres and RabbitMQ included), named one by one; asked
+    of the services at most once per `fanout_cache_seconds`, whoever calls."""
+    services: dict[str, str] = await request.app[READINESS_KEY].get()
     healthy = all(state == "ok" for state in services.values())
     status = "ok" if healthy else "degraded"
     report = {"status": status, "services": services}
@@ -98,10 +102,21 @@ async def ping(request: web.Request) -> web.Response:
     )
 
 
-async def _readiness(request: web.Request, base_url: str) -> str:
+def _readiness_of_all(app: web.Application) -> Recent[dict[str, str]]:
+    async def ask() -> dict[str, str]:
+        upstreams = app[UPSTREAMS_KEY]
+        states = await asyncio.gather(
+            *(_readiness(app[HTTP_KEY], upstream.url) for upstream in upstreams.values())
+        )
+        return dict(zip(upstreams, states, strict=True))
+
+    return Recent(ask, app[SETTINGS_KEY].fanout_cache_seconds)
+
+
+async def _readiness(http: aiohttp.ClientSession, base_url: str) -> str:
     """"ok", "unreachable", or the dependencies the service reports down, e.g. "postgres down"."""
     try:
-        async with request.app[HTTP_KEY].get(
+        async with http.get(
             base_url + "/health/ready",
             timeout=aiohttp.ClientTimeout(total=READINESS_TIMEOUT_SECONDS),
         ) as response:
@@ -114,23 +129,36 @@ async def _readiness(request: web.Request, base_url: str) -> str:
     return f"{', '.join(down)} down" if down else "not ready"
 
 
-async def _http_client(app: web.Application) -> AsyncIterator[None]:
+async def _http_clients(app: web.Application) -> AsyncIterator[None]:
+    """Two pools of connections to the services: one for requests, one for event streams, so
+    that streams, however many, never hold a connection a request waits for."""
     settings = app[SETTINGS_KEY]
-    connector = aiohttp.TCPConnector(
-        limit=settings.upstream_connections, keepalive_timeout=30, ttl_dns_cache=60
-    )
-    # Bodies pass through as the service encoded them; the gateway never re-encodes.
-    async with aiohttp.ClientSession(
-        connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",)
-    ) as session:
-        app[HTTP_KEY] = session
+    async with _client(settings.upstream_connections, settings) as requests, _client(
+        settings.max_streams, settings
+    ) as streams:
+        app[HTTP_KEY] = requests
+        app[STREAM_HTTP_KEY] = streams
+        app[READINESS_KEY] = _readiness_of_all(app)
         yield
 
 
+def _client(connections: int, settings: GatewaySettings) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(
+        limit=connections, keepalive_timeout=settings.upstream_keepalive_seconds,
+        ttl_dns_cache=60,
+    )
+    # Bodies pass through as the service encoded them; the gateway never re-encodes.
+    return aiohttp.ClientSession(
+        connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",)
+    )
+
+
 def create_app(settings: GatewaySettings) -> web.Application:
-    app = web.Application(middlewares=base_middlewares("gateway"), client_max_size=MAX_BODY_BYTES)
+    app = component_app(base_middlewares("gateway"), settings.body_read_timeout_seconds)
     app[SETTINGS_KEY] = settings
-    app.cleanup_ctx.append(_http_client)
+    app[UPSTREAMS_KEY] = settings.upstreams()
+    app[STREAM_SLOTS_KEY] = StreamSlots(settings.max_streams)
+    app.cleanup_ctx.append(_http_clients)
     app.cleanup_ctx.append(
         token_cache(
             settings.token_cache_seconds,
@@ -142,6 +170,6 @@ def create_app(settings: GatewaySettings) -> web.Application:
     app.router.add_get("/health/ready", live)
     app.router.add_get("/api/ping", ping)
     add_docs(app)
-    add_metrics(app)
+    serve_metrics(app, settings)
     app.router.add_route("*", "/{path:.*}", proxy)
     return app

@@ -10,7 +10,8 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from gateway.upstream import HTTP_KEY, SETTINGS_KEY
+from gateway.recent import Recent
+from gateway.upstream import HTTP_KEY, SETTINGS_KEY, UPSTREAMS_KEY
 from shopkit import errors
 from shopkit.openapi import (
     OPENAPI_PATH,
@@ -25,6 +26,7 @@ DOCS_PATH = "/api/docs"
 SPEC_PATH = "/api/openapi.json"
 ASSETS_PATH = f"{DOCS_PATH}/static"
 SPEC_TIMEOUT_SECONDS = 5.0
+MERGED_SPEC_KEY = web.AppKey("merged_spec", Recent)
 
 # Swagger UI's own index page, pointed at the merged spec.
 _PAGE = f"""<!DOCTYPE html>
@@ -49,18 +51,26 @@ _PAGE = f"""<!DOCTYPE html>
 
 @documented("The OpenAPI 3.1 description of this API", Access.PUBLIC, tag="docs")
 async def api_description(request: web.Request) -> web.Response:
-    """Asked of the services on each call, so it always matches the versions running."""
-    upstreams = request.app[SETTINGS_KEY].upstreams()
-    specs = await asyncio.gather(
-        *(_service_description(request, name, url) for name, url in upstreams.items())
-    )
-    merged = merge(request.app[SPEC_KEY], dict(zip(upstreams, specs, strict=True)))
-    return web.Response(body=orjson.dumps(merged), content_type="application/json")
+    """Asked of the services (at most once per `fanout_cache_seconds`, whoever calls), so it
+    matches the versions running."""
+    merged: bytes = await request.app[MERGED_SPEC_KEY].get()
+    return web.Response(body=merged, content_type="application/json")
 
 
-async def _service_description(request: web.Request, name: str, base_url: str) -> dict[str, Any]:
+def _merged_description(app: web.Application) -> Recent[bytes]:
+    async def ask() -> bytes:
+        upstreams = app[UPSTREAMS_KEY]
+        specs = await asyncio.gather(
+            *(_service_description(app, name, upstream.url) for name, upstream in upstreams.items())
+        )
+        return orjson.dumps(merge(app[SPEC_KEY], dict(zip(upstreams, specs, strict=True))))
+
+    return Recent(ask, app[SETTINGS_KEY].fanout_cache_seconds)
+
+
+async def _service_description(app: web.Application, name: str, base_url: str) -> dict[str, Any]:
     try:
-        async with request.app[HTTP_KEY].get(
+        async with app[HTTP_KEY].get(
             base_url + OPENAPI_PATH, timeout=aiohttp.ClientTimeout(total=SPEC_TIMEOUT_SECONDS)
         ) as response:
             response.raise_for_status()
@@ -78,6 +88,11 @@ async def api_docs(request: web.Request) -> web.Response:
 
 def add_docs(app: web.Application) -> None:
     describe_at_startup(app, "shop API")
+
+    async def cache(app: web.Application) -> None:
+        app[MERGED_SPEC_KEY] = _merged_description(app)
+
+    app.on_startup.append(cache)
     app.router.add_get(SPEC_PATH, api_description)
     app.router.add_get(DOCS_PATH, api_docs)
     app.router.add_static(ASSETS_PATH, str(files("swagger_ui") / "static"))

@@ -1,15 +1,18 @@
 """Every gateway instance hears every `auth.session_revoked`, and evicts that user's tokens.
 
-Each instance binds a queue of its own (server-named, exclusive: it goes when the connection
-goes) to `shop.events`, so the event reaches all instances, not one of them. The connection
-is not a robust one: the listener has to know the moment it goes deaf, because the cache must
-not be used while revocations could be missed (gateway/tokens.py).
+Each instance binds a queue of its own (`gateway.revocations.<random>`, exclusive: it goes when
+the connection goes) to `shop.events`, so the event reaches all instances, not one of them. The
+gateway's RabbitMQ user may make such queues and bind them for this one event type, and publish
+nothing (shopkit.broker_access). The connection is not a robust one: the listener has to know
+the moment it goes deaf, because the cache must not be used while revocations could be missed
+(gateway/tokens.py).
 """
 
 import asyncio
 import contextlib
 import functools
 import logging
+import uuid
 from collections.abc import AsyncIterator, Callable
 from uuid import UUID
 
@@ -19,11 +22,11 @@ from aio_pika.abc import AbstractIncomingMessage
 from aiohttp import web
 
 from gateway.tokens import TokenCache
-from shopkit.events import EXCHANGE
+from shopkit.broker_access import GATEWAY_QUEUE_PREFIX
+from shopkit.events import EXCHANGE, SESSION_REVOKED
 
 log = logging.getLogger("gateway.revocations")
 
-SESSION_REVOKED = "auth.session_revoked"
 TOKEN_CACHE_KEY = web.AppKey("token_cache", TokenCache)
 
 
@@ -48,9 +51,10 @@ async def _listen_once(url: str, cache: TokenCache) -> None:
     connection.close_callbacks.add(lambda *_: _deafened(cache, closed))
     try:
         channel = await connection.channel()
-        exchange = await channel.declare_exchange(EXCHANGE, aio_pika.ExchangeType.TOPIC,
-                                                  durable=True)
-        queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
+        exchange = await channel.get_exchange(EXCHANGE)  # declared by the bootstrap
+        queue = await channel.declare_queue(
+            f"{GATEWAY_QUEUE_PREFIX}{uuid.uuid4().hex}", exclusive=True, auto_delete=True
+        )
         await queue.bind(exchange, routing_key=SESSION_REVOKED)
         await queue.consume(functools.partial(_on_revoked, cache), no_ack=True)
         # Whatever was revoked before this moment went unheard: start from nothing.

@@ -38,7 +38,7 @@ _ID = r"[^/]+"
 ROUTES: tuple[Route, ...] = (
     _route(r"^/api/users/(register|login)$", "auth", Access.PUBLIC),
     _route(r"^/api/admin/login$", "auth", Access.PUBLIC),
-    _route(rf"^/api/users/(logout|logout-all|sessions/{_ID})$", "auth", Access.USER,
+    _route(rf"^/api/users/(logout|logout-all|password|sessions/{_ID})$", "auth", Access.USER,
            ends_sessions=True),
     _route(r"^/api/users(/.*)?$", "auth", Access.USER),
     _route(rf"^/api/admin/orders/{_ID}/tracking$", "tracking", Access.ADMIN),

@@ -1,9 +1,13 @@
 """Calls from the gateway to the services: token validation, proxying, readiness.
 
-One pooled keep-alive ClientSession serves them all. Every call carries the request id and a
-freshly signed identity bound to that call's method and path.
+Requests share one pooled keep-alive ClientSession; event streams have a session of their own,
+with its own connections and a ceiling, so that no number of open streams can take the
+connections requests need. Every call carries the request id and a freshly signed identity
+bound to that call's service, method and path.
 """
 
+import ipaddress
+from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
@@ -15,14 +19,16 @@ from yarl import URL
 
 from gateway.revocations import TOKEN_CACHE_KEY
 from gateway.routes import Route
-from gateway.settings import GatewaySettings
+from gateway.settings import GatewaySettings, Upstream
 from gateway.tokens import Validated
 from shopkit import errors
 from shopkit.identity import IDENTITY_HEADER, Identity, Role, sign_identity
 from shopkit.web import REQUEST_ID_HEADER, read_body, request_id
 
 HTTP_KEY = web.AppKey("http", aiohttp.ClientSession)
+STREAM_HTTP_KEY = web.AppKey("stream_http", aiohttp.ClientSession)
 SETTINGS_KEY = web.AppKey("gateway_settings", GatewaySettings)
+UPSTREAMS_KEY = web.AppKey("upstreams", dict)
 
 VALIDATE_PATH = "/internal/sessions/validate"
 
@@ -47,6 +53,17 @@ GATEWAY_OWNED = frozenset(
 )
 
 
+@dataclass
+class StreamSlots:
+    """Event streams this instance proxies now, up to `ceiling` (settings.max_streams)."""
+
+    ceiling: int
+    open: int = 0
+
+
+STREAM_SLOTS_KEY = web.AppKey("stream_slots", StreamSlots)
+
+
 def _connection_listed(headers: CIMultiDictProxy[str]) -> set[str]:
     return {
         name.strip().lower()
@@ -56,7 +73,7 @@ def _connection_listed(headers: CIMultiDictProxy[str]) -> set[str]:
 
 
 def upstream_request_headers(
-    request: web.Request, caller: Identity, secret: bytes, body: bytes
+    request: web.Request, caller: Identity, upstream: Upstream, body: bytes
 ) -> CIMultiDict:
     dropped = HOP_BY_HOP | GATEWAY_OWNED | _connection_listed(request.headers)
     headers = CIMultiDict(
@@ -64,7 +81,7 @@ def upstream_request_headers(
     )
     headers[REQUEST_ID_HEADER] = request_id(request)
     headers[IDENTITY_HEADER] = sign_identity(
-        caller, secret, request.method, request.rel_url.raw_path_qs, body
+        caller, upstream.key, request.method, request.rel_url.raw_path_qs, body
     )
     if caller.client_address:
         headers["X-Forwarded-For"] = caller.client_address
@@ -80,12 +97,28 @@ def response_headers(upstream: aiohttp.ClientResponse) -> CIMultiDict:
     )
 
 
-def client_address(request: web.Request, settings: GatewaySettings) -> str:
-    if settings.trust_forwarded_for:
-        # The entry the trusted proxy appended is the last one; earlier ones are the client's.
-        forwarded = request.headers.get("X-Forwarded-For", "").split(",")[-1].strip()
-        if forwarded:
-            return forwarded
+def client_address(request: web.Request, trusted_proxies: int) -> str:
+    """The client's address: the socket's peer, or, behind `trusted_proxies` proxies, the
+    entry the outermost of them appended to X-Forwarded-For.
+
+    Each proxy appends the address it was called from, so the entries are read from the right:
+    the last `trusted_proxies` were written by the proxies, and the leftmost of those names
+    the client. Whatever the client wrote itself stands further left, on the same line or on
+    lines of its own (all lines are read, in order), and is never taken.
+    """
+    if trusted_proxies:
+        hops = [
+            hop.strip()
+            for line in request.headers.getall("X-Forwarded-For", [])
+            for hop in line.split(",")
+            if hop.strip()
+        ]
+        if hops:
+            candidate = hops[-min(trusted_proxies, len(hops))]
+            try:
+                return str(ipaddress.ip_address(candidate))
+            except ValueError:
+                pass  # not an address a proxy would write: the peer is all that is known
     return request.remote or "unknown"
 
 
@@ -106,24 +139,24 @@ async def authenticate(request: web.Request, address: str) -> Identity:
         user_id=validated.user_id,
         session_id=validated.session_id,
         client_address=address,
+        session_ends_at=validated.expires_at.timestamp(),
     )
 
 
 async def _validate(request: web.Request, token: str, address: str) -> Validated:
     """Asks auth whose bearer token this is."""
     settings = request.app[SETTINGS_KEY]
+    auth: Upstream = request.app[UPSTREAMS_KEY]["auth"]
     anonymous = Identity(Role.ANONYMOUS, client_address=address)
     body = orjson.dumps({"token": token})
-    secret = settings.identity_secret.get_secret_value().encode()
     headers = {
         REQUEST_ID_HEADER: request_id(request),
-        IDENTITY_HEADER: sign_identity(anonymous, secret, "POST", VALIDATE_PATH, body),
+        IDENTITY_HEADER: sign_identity(anonymous, auth.key, "POST", VALIDATE_PATH, body),
         "Content-Type": "application/json",
     }
-    url = settings.upstreams()["auth"] + VALIDATE_PATH
     try:
         async with request.app[HTTP_KEY].post(
-            url, data=body, headers=headers, timeout=_timeout(settings)
+            auth.url + VALIDATE_PATH, data=body, headers=headers, timeout=_timeout(settings)
         ) as response:
             if 400 <= response.status < 500:  # any refusal: the token is not valid
                 raise errors.Unauthorized()
@@ -140,9 +173,7 @@ async def _validate(request: web.Request, token: str, address: str) -> Validated
     )
 
 
-def _timeout(settings: GatewaySettings, streaming: bool = False) -> aiohttp.ClientTimeout:
-    if streaming:  # a stream stays open as long as the client listens
-        return aiohttp.ClientTimeout(sock_connect=settings.upstream_connect_timeout_seconds)
+def _timeout(settings: GatewaySettings) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(
         total=settings.upstream_timeout_seconds,
         sock_connect=settings.upstream_connect_timeout_seconds,
@@ -150,20 +181,16 @@ def _timeout(settings: GatewaySettings, streaming: bool = False) -> aiohttp.Clie
 
 
 async def forward(request: web.Request, route: Route, caller: Identity) -> web.StreamResponse:
-    settings = request.app[SETTINGS_KEY]
     assert route.service is not None
-    body = await read_body(request)
-    url = URL(settings.upstreams()[route.service] + request.rel_url.raw_path_qs, encoded=True)
-    headers = upstream_request_headers(
-        request, caller, settings.identity_secret.get_secret_value().encode(), body
-    )
+    if route.streaming:
+        return await _forward_stream(request, route, caller)
+    settings = request.app[SETTINGS_KEY]
     try:
-        async with request.app[HTTP_KEY].request(
-            request.method, url, data=body or None, headers=headers,
-            timeout=_timeout(settings, route.streaming), allow_redirects=False,
+        async with await _send(
+            request, request.app[HTTP_KEY], route, caller, _timeout(settings)
         ) as upstream:
-            if route.streaming or upstream.content_type == "text/event-stream":
-                return await _stream(request, upstream)
+            if upstream.content_type == "text/event-stream":
+                return await _relay(request, upstream)
             payload = await upstream.read()
     except TimeoutError as exc:
         raise errors.GatewayTimeout(f"The {route.service} service did not answer in time.") from exc
@@ -172,7 +199,44 @@ async def forward(request: web.Request, route: Route, caller: Identity) -> web.S
     return web.Response(status=upstream.status, body=payload, headers=response_headers(upstream))
 
 
-async def _stream(request: web.Request, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+async def _forward_stream(
+    request: web.Request, route: Route, caller: Identity
+) -> web.StreamResponse:
+    """An event stream, on the streams' own connections, while this instance has room for
+    one more (503 otherwise); it stays open as long as both ends do."""
+    slots = request.app[STREAM_SLOTS_KEY]
+    if slots.open >= slots.ceiling:
+        raise errors.ServiceUnavailable("Too many event streams are open here; try again shortly.")
+    slots.open += 1
+    timeout = aiohttp.ClientTimeout(sock_connect=request.app[SETTINGS_KEY]
+                                    .upstream_connect_timeout_seconds)
+    try:
+        async with await _send(
+            request, request.app[STREAM_HTTP_KEY], route, caller, timeout
+        ) as upstream:
+            return await _relay(request, upstream)
+    except aiohttp.ClientError as exc:
+        raise errors.ServiceUnavailable(f"The {route.service} service is unavailable.") from exc
+    finally:
+        slots.open -= 1
+
+
+async def _send(
+    request: web.Request, session: aiohttp.ClientSession, route: Route, caller: Identity,
+    timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 (aiohttp's own, per request)
+) -> aiohttp.ClientResponse:
+    assert route.service is not None
+    upstream: Upstream = request.app[UPSTREAMS_KEY][route.service]
+    body = await read_body(request)
+    url = URL(upstream.url + request.rel_url.raw_path_qs, encoded=True)
+    return await session.request(
+        request.method, url, data=body or None,
+        headers=upstream_request_headers(request, caller, upstream, body),
+        timeout=timeout, allow_redirects=False,
+    )
+
+
+async def _relay(request: web.Request, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
     """Passes the body on chunk by chunk as it comes (Server-Sent Events), never buffered."""
     response = web.StreamResponse(status=upstream.status, headers=response_headers(upstream))
     response.headers[REQUEST_ID_HEADER] = request_id(request)

@@ -13,21 +13,22 @@ from shopkit import db, errors
 from shopkit.broker import Broker
 from shopkit.consumer import Consumer, Subscription
 from shopkit.health import Health, live
-from shopkit.identity import IDENTITY_HEADER, Identity, InvalidIdentity, Role, verify_identity
-from shopkit.metrics import (
-    METRICS_PATH,
-    OUTBOX_BACKLOG,
-    OUTBOX_OLDEST_AGE,
-    POOL_CONNECTIONS,
-    Refresh,
-    add_metrics,
+from shopkit.identity import (
+    IDENTITY_HEADER,
+    Identity,
+    IdentityKey,
+    InvalidIdentity,
+    Role,
+    verify_identity,
 )
+from shopkit.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, POOL_CONNECTIONS, Refresh
 from shopkit.migrations import MigrationSet, apply_migrations
 from shopkit.openapi import OPENAPI_PATH, Access, documented, serve_description
+from shopkit.operator import serve_metrics
 from shopkit.outbox import OutboxRelay, prune_published
 from shopkit.settings import ServiceSettings
 from shopkit.tasks import background, finish_or_cancel, periodic
-from shopkit.web import MAX_BODY_BYTES, Handler, base_middlewares, ok, read_body
+from shopkit.web import Handler, base_middlewares, component_app, ok, read_body
 
 SETTINGS_KEY = web.AppKey("settings", ServiceSettings)
 POOL_KEY = web.AppKey("pool", db.FairPool)
@@ -36,17 +37,22 @@ CONSUMERS_KEY = web.AppKey("consumers", list)
 IDENTITY_KEY = web.RequestKey("identity", Identity)
 NOT_FROM_GATEWAY = "This service only answers requests that come through the gateway."
 
-# Paths answered without a gateway identity: probes and scrapes come from the operator's
-# tooling, not through the gateway; the API description is public anyway.
-UNGUARDED_PATHS = ("/health/", METRICS_PATH, OPENAPI_PATH)
+# Paths answered without a gateway identity: probes come from the operator's tooling, not
+# through the gateway; the API description is public anyway.
+UNGUARDED_PATHS = ("/health/", OPENAPI_PATH)
 # How long the outbox relay's last pass may take at shutdown.
 RELAY_FINISH_SECONDS = 1.0
 
 
+def identity_key(name: str, settings: ServiceSettings) -> IdentityKey:
+    """The key the gateway vouches to this service with; the service's name is its audience."""
+    return IdentityKey(name, settings.identity_secret.get_secret_value().encode())
+
+
 def identity_middleware(
-    settings: ServiceSettings, unguarded: tuple[str, ...] = ()
+    name: str, settings: ServiceSettings, unguarded: tuple[str, ...] = ()
 ) -> Callable[..., object]:
-    secret = settings.identity_secret.get_secret_value().encode()
+    key = identity_key(name, settings)
     open_paths = UNGUARDED_PATHS + unguarded
 
     @web.middleware
@@ -55,7 +61,7 @@ def identity_middleware(
             try:
                 request[IDENTITY_KEY] = verify_identity(
                     request.headers.get(IDENTITY_HEADER),
-                    secret,
+                    key,
                     request.method,
                     request.rel_url.raw_path_qs,
                     await read_body(request),
@@ -191,11 +197,9 @@ def service_app(
     unguarded: tuple[str, ...] = (),
 ) -> web.Application:
     """`unguarded`: paths of the service's own that answer without a gateway identity."""
-    app = web.Application(
-        middlewares=[
-            *base_middlewares(name, db.is_transient), identity_middleware(settings, unguarded)
-        ],
-        client_max_size=MAX_BODY_BYTES,
+    app = component_app(
+        [*base_middlewares(name, db.is_transient), identity_middleware(name, settings, unguarded)],
+        settings.body_read_timeout_seconds,
     )
     app[SETTINGS_KEY] = settings
     app[CONSUMERS_KEY] = []
@@ -207,7 +211,7 @@ def service_app(
     app.on_shutdown.append(_stop_consumers)
     app.router.add_get("/health/live", live)
     app.router.add_get("/health/ready", ready)
-    add_metrics(app, _pool_gauges(name), _outbox_gauges(name))
+    serve_metrics(app, settings, _pool_gauges(name), _outbox_gauges(name))
     app.add_routes(routes)
     serve_description(app, f"shop {name} service")
     return app

@@ -64,9 +64,9 @@ class Broker:
                     self._url, timeout=5, client_properties={"connection_name": self._name}
                 )
                 channel = await connection.channel(publisher_confirms=True)
-                self._exchange = await channel.declare_exchange(
-                    EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
-                )
+                # Declared by the bootstrap; checked here (the component's user may not
+                # configure anything, shopkit.broker_access).
+                self._exchange = await channel.get_exchange(EXCHANGE)
                 self._connection = connection
                 self._first_connected.set()
                 log.info("connected to rabbitmq")

@@ -4,7 +4,15 @@ Each subscription has a durable queue `<service>.<purpose>` bound to `shop.event
 - `<queue>.dlq`, bound to the `shop.dead-letter` exchange (also the queue's own dead-letter
   exchange): where a message goes with the reason once it cannot be processed;
 - `<queue>.retry`, whose messages wait out a per-message TTL and are dead-lettered back into the
-  queue: the retry with backoff, without holding a consumer slot while waiting.
+  queue: the retry with backoff, without holding a consumer slot while waiting;
+- `<queue>.requeue`, a direct exchange through which the consumer sends a message to its retry
+  queue or its DLQ (routing keys RETRY and DEAD): its RabbitMQ user may write there, and to no
+  other queue (the default exchange would reach every queue).
+All of it is declared by the bootstrap, with the broker's administrator; a consumer only checks
+that its queue and exchange are there, since its own user may not configure anything.
+
+An event is processed only when its `source` is the component that owns its type
+(shopkit.events.EVENT_OWNERS); any other goes to the DLQ, as does a malformed one.
 
 A message is acknowledged only after the service's transaction commits. That transaction first
 writes the event id to the `inbox` table (per queue), so a redelivered or republished event finds
@@ -22,7 +30,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -41,7 +49,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
 
 from shopkit.db import is_transient
-from shopkit.events import EXCHANGE
+from shopkit.events import EVENT_OWNERS, EXCHANGE, owner_of
 from shopkit.metrics import EVENTS_CONSUMED, EVENTS_DEAD_LETTERED, EVENTS_RETRIED
 from shopkit.settings import ServiceSettings
 
@@ -49,6 +57,8 @@ log = logging.getLogger("shopkit.consumer")
 CLOSE_TIMEOUT_SECONDS = 5.0
 
 DEAD_LETTER_EXCHANGE = "shop.dead-letter"
+# Routing keys of a subscription's requeue exchange.
+RETRY, DEAD = "retry", "dlq"
 RETRIES_HEADER = "x-retries"
 REASON_HEADER = "x-dead-letter-reason"
 
@@ -156,6 +166,8 @@ class _Batches:
 class Subscription:
     queue: str
     handlers: Mapping[str, EventHandler]  # event type (also the routing key) -> handler
+    # Whose events are believed: the `source` each type's first word must come from.
+    owners: Mapping[str, str] = field(default_factory=lambda: EVENT_OWNERS)
 
     @property
     def dead_letters(self) -> str:
@@ -164,6 +176,10 @@ class Subscription:
     @property
     def retries(self) -> str:
         return f"{self.queue}.retry"
+
+    @property
+    def requeue_exchange(self) -> str:
+        return f"{self.queue}.requeue"
 
 
 def parse(message: AbstractIncomingMessage, subscription: Subscription) -> IncomingEvent:
@@ -174,6 +190,8 @@ def parse(message: AbstractIncomingMessage, subscription: Subscription) -> Incom
     handler = subscription.handlers.get(envelope.type)
     if handler is None:
         raise Malformed(f"unknown event type {envelope.type!r}")
+    if owner_of(envelope.type, subscription.owners) != envelope.source:
+        raise Malformed(f"{envelope.type} from {envelope.source!r}, which does not own it")
     try:
         data = handler.data_model.model_validate(envelope.data)
     except ValidationError as exc:
@@ -186,13 +204,18 @@ def parse(message: AbstractIncomingMessage, subscription: Subscription) -> Incom
 
 
 async def declare_topology(channel: AbstractChannel, subscription: Subscription) -> None:
+    """Declares a subscription's queues, exchanges and bindings: the administrator's work."""
     events = await channel.declare_exchange(EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
     dead = await channel.declare_exchange(
         DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
     )
+    requeue = await channel.declare_exchange(
+        subscription.requeue_exchange, aio_pika.ExchangeType.DIRECT, durable=True
+    )
     dlq = await channel.declare_queue(subscription.dead_letters, durable=True)
     await dlq.bind(dead, routing_key=subscription.queue)
-    await channel.declare_queue(
+    await dlq.bind(requeue, routing_key=DEAD)
+    retry = await channel.declare_queue(
         subscription.retries,
         durable=True,
         arguments={
@@ -200,6 +223,7 @@ async def declare_topology(channel: AbstractChannel, subscription: Subscription)
             "x-dead-letter-routing-key": subscription.queue,
         },
     )
+    await retry.bind(requeue, routing_key=RETRY)
     queue = await channel.declare_queue(
         subscription.queue,
         durable=True,
@@ -315,10 +339,10 @@ class Consumer:
             client_properties={"connection_name": f"{self.queue} consumer"},
         )
         publishing = await self._connection.channel(publisher_confirms=True)
-        self._publisher = publishing.default_exchange
+        # Both declared by the bootstrap; checked here, not declared (no configure right).
+        self._publisher = await publishing.get_exchange(self._subscription.requeue_exchange)
         channel = await self._connection.channel()
         await channel.set_qos(prefetch_count=self._settings.consumer_prefetch)
-        await declare_topology(channel, self._subscription)
         queue = await channel.get_queue(self.queue)
         if not self._stopping:  # stopped while connecting: nothing to take any more
             self._consumer_tag = await queue.consume(self._on_message)
@@ -397,30 +421,28 @@ class Consumer:
             "event failed; retrying",
             extra={"queue": self.queue, "retries": retries + 1, "reason": reason},
         )
-        await self._republish(
-            message, self._subscription.retries, {RETRIES_HEADER: retries + 1},
-            expiration=delay,
-        )
+        await self._republish(message, RETRY, {RETRIES_HEADER: retries + 1}, expiration=delay)
         await message.ack()
         EVENTS_RETRIED.labels(self.queue).inc()
 
     async def _dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
         log.error("event dead-lettered", extra={"queue": self.queue, "reason": reason})
-        await self._republish(message, self._subscription.dead_letters, {REASON_HEADER: reason})
+        await self._republish(message, DEAD, {REASON_HEADER: reason})
         await message.ack()
         EVENTS_DEAD_LETTERED.labels(self.queue).inc()
 
     async def _republish(
         self,
         message: AbstractIncomingMessage,
-        queue: str,
+        to: str,
         headers: dict[str, Any],
         expiration: float | None = None,
     ) -> None:
-        """A copy into `queue` (confirmed) before the original is acked: at least once."""
+        """A copy into the retry queue or the DLQ (`to`: RETRY or DEAD), confirmed before the
+        original is acked: at least once."""
         assert self._publisher is not None
         copy = _copy_of(message, {**(message.headers or {}), **headers}, expiration)
-        await self._publisher.publish(copy, routing_key=queue)
+        await self._publisher.publish(copy, routing_key=to)
 
 
 def _copy_of(

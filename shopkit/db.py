@@ -65,7 +65,11 @@ def is_transient(exc: BaseException) -> bool:
 
 
 async def connect(settings: ServiceSettings, schema: str) -> asyncpg.Connection:
-    return await asyncpg.connect(**_connect_options(settings, schema))
+    """One connection outside the pool (a listener's, a command's), speaking as pool
+    connections do."""
+    conn = await asyncpg.connect(**_connect_options(settings, schema))
+    await _json_codecs(conn)
+    return conn
 
 
 async def connect_when_ready(settings: ServiceSettings, schema: str) -> asyncpg.Connection:
@@ -144,7 +148,13 @@ class FairPool(asyncpg.Pool):
     async def release(
         self, connection: Any, *, timeout: float | None = None  # noqa: ASYNC109 (asyncpg's)
     ) -> None:
-        wrote_event = connection in self._lent and connection.take_event_note()
+        try:
+            wrote_event = connection in self._lent and connection.take_event_note()
+        except AttributeError:
+            # It closed while lent (Postgres went away): asyncpg has already taken it back
+            # and detached it; whatever it wrote did not commit after that, and the relays'
+            # poll finds what did. Its turn must still be given back, below.
+            wrote_event = False
         try:
             await super().release(connection, timeout=timeout)
         finally:

@@ -9,6 +9,8 @@ class ApiError(Exception):
     status = 500
     code = "internal_error"
     message = "Something went wrong on our side."
+    # The connection cannot serve another request after this one (its input is not whole).
+    closes_connection = False
 
     def __init__(
         self,
@@ -57,6 +59,11 @@ class Conflict(ApiError):
     status, code, message = 409, "conflict", "The request conflicts with the current state."
 
 
+class RequestTimeout(ApiError):
+    status, code, message = 408, "request_timeout", "The request body did not arrive in time."
+    closes_connection = True
+
+
 class PayloadTooLarge(ApiError):
     status, code, message = 413, "payload_too_large", "The request body is larger than 1 MiB."
 
@@ -68,8 +75,12 @@ class ValidationFailed(ApiError):
 class TooManyRequests(ApiError):
     status, code, message = 429, "too_many_requests", "Too many attempts; try again later."
 
-    def __init__(self, retry_after_seconds: int, message: str | None = None) -> None:
-        super().__init__(message, headers={"Retry-After": str(max(1, retry_after_seconds))})
+    def __init__(
+        self, retry_after_seconds: int, message: str | None = None, *, code: str | None = None
+    ) -> None:
+        super().__init__(
+            message, code=code, headers={"Retry-After": str(max(1, retry_after_seconds))}
+        )
 
 
 class ServiceUnavailable(ApiError):

@@ -1,11 +1,22 @@
 """The contract's event envelope: `{id, type, occurredAt, source, data}`."""
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 EXCHANGE = "shop.events"
+
+# Which component publishes the events of each type, by the type's first word: the one that
+# may publish them (shopkit.broker_access) and the only `source` a consumer believes.
+EVENT_OWNERS = {"auth": "auth", "order": "orders", "tracking": "tracking"}
+# The event every component that caches sessions, or serves on them, must hear.
+SESSION_REVOKED = "auth.session_revoked"
+
+
+def owner_of(event_type: str, owners: Mapping[str, str] = EVENT_OWNERS) -> str | None:
+    return owners.get(event_type.split(".", 1)[0])
 
 
 @dataclass(frozen=True)

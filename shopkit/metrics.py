@@ -1,4 +1,5 @@
-"""Prometheus metrics of every component, served at `GET /metrics`.
+"""Prometheus metrics of every component, served at `GET /metrics` on the component's own
+metrics listener (shopkit.operator), never on its API port.
 
 The metric objects are process-wide (prometheus-client's registry is), labelled by component;
 gauges that describe the moment (pool usage, outbox backlog, open streams) are read from the
@@ -9,9 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
-
-from shopkit.openapi import Access, documented
+from prometheus_client import Counter, Gauge, Histogram
 
 REQUESTS = Counter(
     "shop_http_requests_total", "HTTP requests answered", ["component", "route", "method", "status"]
@@ -74,15 +73,6 @@ def request_metrics(component: str) -> Callable[..., Awaitable[web.StreamRespons
 ROUTE_LABEL_KEY = web.RequestKey("metrics_route", str)
 
 
-def add_metrics(app: web.Application, *refreshers: Refresh) -> None:
-    """Serves /metrics; each refresher updates its gauges from the app before a scrape."""
-    app[REFRESH_KEY] = list(refreshers)
-    app.router.add_get(METRICS_PATH, _scrape)
-
-
-@documented("Prometheus metrics of this process", Access.PUBLIC, tag="operator",
-            media_type="text/plain")
-async def _scrape(request: web.Request) -> web.Response:
-    for refresh in request.app[REFRESH_KEY]:
-        await refresh(request.app)
-    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+def add_refreshers(app: web.Application, *refreshers: Refresh) -> None:
+    """Each refresher updates its gauges from the app before a scrape."""
+    app.setdefault(REFRESH_KEY, []).extend(refreshers)

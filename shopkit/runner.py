@@ -12,6 +12,7 @@ refuses get the JSON envelope from the real processes too (`web.run_app` has no 
 import asyncio
 import gc
 import logging
+import resource
 import signal
 from collections.abc import Callable
 from typing import TypeVar
@@ -27,8 +28,6 @@ log = logging.getLogger("shopkit.runner")
 
 S = TypeVar("S", bound=ComponentSettings)
 
-# What web.run_app keeps an idle client connection open for.
-KEEPALIVE_TIMEOUT_SECONDS = 75.0
 # How long the cleanup (background tasks, broker, pool) may take after the requests' time
 # before the process reports itself stuck.
 CLEANUP_SECONDS = 5.0
@@ -40,6 +39,7 @@ def serve(
     component: str, create_app: Callable[[S], web.Application], settings: S
 ) -> None:
     configure_logging(component, settings.log_level)
+    _allow_all_descriptors()
     log.info("starting", extra={"host": settings.host, "port": settings.port})
     loop_factory = uvloop.new_event_loop if settings.event_loop == "uvloop" else None
     with asyncio.Runner(loop_factory=loop_factory) as runner:
@@ -55,7 +55,9 @@ async def _serve(app: web.Application, settings: ComponentSettings) -> None:
     runner = EnvelopeAppRunner(
         app,
         access_log=None,
-        keepalive_timeout=KEEPALIVE_TIMEOUT_SECONDS,
+        # aiohttp closes a connection that has no whole request within this time of its start
+        # or of its last response: an idle client's, or one trickling its headers.
+        keepalive_timeout=settings.client_idle_timeout_seconds,
         # aiohttp waits this long for the requests in flight, then as long again for those
         # that outlive the first wait (streams) before cancelling them: half of ours each, so
         # the process is done within shutdown_timeout_seconds.
@@ -73,6 +75,15 @@ async def _serve(app: web.Application, settings: ComponentSettings) -> None:
             await runner.cleanup()
         finally:
             overdue.cancel()
+
+
+def _allow_all_descriptors() -> None:
+    """Every connection and stream is a file descriptor, and the soft limit a process starts
+    with (often 1024) is far below what the system allows it (the hard limit): the caps on
+    streams and connections are the components' own (settings), not an accident of the shell."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _tune_garbage_collector() -> None:

@@ -13,12 +13,20 @@ class ComponentSettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int
+    # Prometheus metrics are served on a listener of their own, never on the API's port: an
+    # operator's scraper reaches it, clients do not.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int
     log_level: str = "INFO"
-    # Shared with the gateway: it signs the caller's identity, services verify it.
-    identity_secret: SecretStr = Field(min_length=32)
-    identity_max_age_seconds: float = 30.0
     # How long in-flight requests may take to finish on SIGTERM before the process exits.
     shutdown_timeout_seconds: float = 10.0
+    # A client connection that has not sent a whole request line and headers within this time
+    # of connecting (or of its previous response) is closed: idle keep-alive connections and
+    # clients trickling headers alike.
+    client_idle_timeout_seconds: float = Field(default=15.0, gt=0)
+    # A request body that has not fully arrived within this time is refused (408) and its
+    # connection closed, so trickling a body holds nothing for long.
+    body_read_timeout_seconds: float = Field(default=10.0, gt=0)
     # uvloop's event loop (libuv) runs the same code with less overhead per I/O event than
     # asyncio's own; `asyncio` is there to compare them (make bench) or to rule uvloop out.
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
@@ -27,8 +35,14 @@ class ComponentSettings(BaseSettings):
 class ServiceSettings(ComponentSettings):
     """What every service with its own schema reads."""
 
+    # The key this service shares with the gateway alone (shopkit.identity): with it the
+    # service checks the gateway's vouching, and can vouch to no other service.
+    identity_secret: SecretStr = Field(min_length=32)
+    identity_max_age_seconds: float = 30.0
     # The service's own login role; never a superuser.
     database_url: SecretStr
+    # The service's own RabbitMQ user, allowed to publish its own events and read its own
+    # queues only (shopkit.broker_access).
     rabbitmq_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
     db_pool_min_size: int = Field(default=1, ge=0)
     db_pool_max_size: int = Field(default=10, ge=1)

@@ -1,5 +1,6 @@
 """HTTP plumbing shared by every component: request ids, the error envelope, JSON in and out."""
 
+import asyncio
 import logging
 import re
 import time
@@ -22,6 +23,9 @@ access_log = logging.getLogger("shopkit.access")
 REQUEST_ID_HEADER = "X-Request-Id"
 MAX_BODY_BYTES = 1024 * 1024
 REQUEST_ID_KEY = web.RequestKey("request_id", str)
+BODY_READ_TIMEOUT_KEY = web.AppKey("body_read_timeout", float)
+# What every response says of the server: its name only, never its software or version.
+SERVER_HEADER = "shop"
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -78,22 +82,37 @@ def ok(data: Any, status: int = 200) -> web.Response:
 
 
 def error_response(error: errors.ApiError, request_id_value: str) -> web.Response:
-    return web.Response(
+    response = web.Response(
         body=dumps(errors.error_body(error, request_id_value)),
         status=error.status,
         content_type="application/json",
         headers=error.headers,
     )
+    # Also for refusals that no app's signals see (shopkit.server).
+    response.headers["Server"] = SERVER_HEADER
+    if error.closes_connection:
+        response.force_close()
+    return response
+
+
+async def conceal_software(_request: web.Request, response: web.StreamResponse) -> None:
+    """An `on_response_prepare` signal: aiohttp would name itself and Python's version."""
+    response.headers["Server"] = SERVER_HEADER
 
 
 async def read_body(request: web.Request) -> bytes:
-    """The body: 413 past the size limit, 400 when it cannot be read (e.g. a corrupt gzip)."""
+    """The body: 413 past the size limit, 400 when it cannot be read (e.g. a corrupt gzip),
+    408 when it does not arrive within the app's body read timeout (the connection is closed:
+    what is left of the body would still be on its way)."""
     try:
-        return await request.read()
+        async with asyncio.timeout(request.config_dict[BODY_READ_TIMEOUT_KEY]):
+            return await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
         raise errors.PayloadTooLarge() from exc
     except web.RequestPayloadError as exc:
         raise errors.InvalidJson("The request body could not be read.") from exc
+    except TimeoutError as exc:
+        raise errors.RequestTimeout() from exc
 
 
 async def read_json(request: web.Request) -> Any:
@@ -234,3 +253,14 @@ def base_middlewares(
     """Request id and access log, then metrics (seeing the final status), then errors."""
     return [request_context_middleware, request_metrics(component),
             error_middleware(is_unavailable)]
+
+
+def component_app(
+    middlewares: list[Middleware], body_read_timeout_seconds: float
+) -> web.Application:
+    """The application every component serves its API with: bodies up to MAX_BODY_BYTES,
+    read within the timeout, and responses that do not name the server's software."""
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
+    app[BODY_READ_TIMEOUT_KEY] = body_read_timeout_seconds
+    app.on_response_prepare.append(conceal_software)
+    return app

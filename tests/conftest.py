@@ -16,15 +16,17 @@ import aiohttp
 import asyncpg
 import pytest
 
-from services.bootstrap import SUBSCRIPTIONS, BootstrapSettings
+from services.bootstrap import BootstrapSettings, set_up_broker
 from shopkit.bootstrap import ServiceDatabase, bootstrap, with_database
-from shopkit.consumer import declare_all
 from shopkit.settings import ServiceSettings
 from tests.system import (
-    IDENTITY_SECRET,
+    COMPONENTS,
+    IDENTITY_SECRETS,
     RABBITMQ_URL,
     TEST_NAME,
     System,
+    admin_login,
+    component_rabbitmq_url,
     fresh_vhost,
     login,
     register,
@@ -44,28 +46,39 @@ def scratch_settings(settings_class: type[S], **overrides: Any) -> S:
     that make a scratch schema of their own, beside the running services'."""
     return settings_class(
         port=0,
+        metrics_port=0,
         database_url=with_database(ADMIN_DSN, TEST_DATABASE),
-        identity_secret=IDENTITY_SECRET,
+        identity_secret=IDENTITY_SECRETS["orders"],
         rabbitmq_url=RABBITMQ_URL,
         **overrides,
     )
 
 
+def test_bootstrap_settings(password: str) -> BootstrapSettings:
+    """The bootstrap's settings for the test database, roles, vhost and broker users."""
+    host = with_database(ADMIN_DSN, TEST_DATABASE).split("@", 1)[1]
+    return BootstrapSettings(
+        admin_database_url=ADMIN_DSN,
+        rabbitmq_url=RABBITMQ_URL,
+        **{
+            f"{name}_database_url": f"postgresql://{TEST_NAME}_{name}:{password}@{host}"
+            for name in ("auth", "orders", "tracking", "notifications")
+        },
+        **{f"{name}_rabbitmq_url": component_rabbitmq_url(name) for name in COMPONENTS},
+    )
+
+
 def test_service_databases(password: str) -> list[ServiceDatabase]:
     """The four services as bootstrap sees them, pointed at the test database and roles."""
-    host = with_database(ADMIN_DSN, TEST_DATABASE).split("@", 1)[1]
-    urls = {
-        f"{name}_database_url": f"postgresql://{TEST_NAME}_{name}:{password}@{host}"
-        for name in ("auth", "orders", "tracking", "notifications")
-    }
-    return BootstrapSettings(admin_database_url=ADMIN_DSN, **urls).services()
+    return test_bootstrap_settings(password).services()
 
 
 @pytest.fixture(scope="session", autouse=True)
 async def rabbitmq_vhost() -> None:
-    """A fresh vhost with every consumer queue declared, as the bootstrap does."""
+    """A fresh vhost with every consumer queue declared and every component's user made, as
+    the bootstrap does."""
     await fresh_vhost()
-    await declare_all(RABBITMQ_URL, SUBSCRIPTIONS)
+    await set_up_broker(test_bootstrap_settings("unused"))
 
 
 @pytest.fixture(scope="session")
@@ -113,7 +126,7 @@ async def admin_token(system: System, admin_db: asyncpg.Pool) -> str:
         email = unique_email()
         await register(session, email, password="admin password")
         await admin_db.execute("UPDATE auth.users SET role = 'admin' WHERE email = $1", email)
-        return await login(session, email, password="admin password")
+        return await admin_login(session, email, password="admin password")
 
 
 @pytest.fixture

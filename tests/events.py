@@ -12,6 +12,7 @@ import aio_pika
 import orjson
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 
+from shopkit.events import owner_of
 from tests.system import RABBITMQ_URL
 
 
@@ -74,15 +75,17 @@ async def publish_event(
     occurred_at: datetime | None = None,
     raw_body: bytes | None = None,
     routing_key: str | None = None,
+    source: str | None = None,
 ) -> uuid.UUID:
-    """Publishes to `shop.events` as a service would (or `raw_body` as it is, for poison;
-    `routing_key` to send an event under another type's key)."""
+    """Publishes to `shop.events` as the service owning the type would (or `raw_body` as it
+    is, for poison; `routing_key` to send an event under another type's key; `source` to
+    claim another source than the type's owner)."""
     event_id = event_id or uuid.uuid4()
     body = raw_body if raw_body is not None else orjson.dumps({
         "id": str(event_id),
         "type": event_type,
         "occurredAt": (occurred_at or datetime.now(UTC)).isoformat(),
-        "source": "test",
+        "source": source or owner_of(event_type) or "test",
         "data": data,
     })
     connection = await aio_pika.connect(RABBITMQ_URL)

@@ -9,7 +9,6 @@ driving its own load meanwhile.
 
 import asyncio
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from shopkit.bootstrap import ServiceDatabase
-from tests.system import RABBITMQ_URL
+from tests.system import IDENTITY_SECRETS, TEST_SETTINGS, component_rabbitmq_url
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("auth", "orders", "tracking", "notifications")
@@ -40,12 +39,15 @@ INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV", "PYTHONP
 # default); the per-address sign-in limit is out of the way since every test client is
 # 127.0.0.1.
 DEFAULT_ENV: dict[str, dict[str, str]] = {
-    # The gateway too hears events (session revocations) on RabbitMQ.
     "all": {"HOST": "127.0.0.1", "LOG_LEVEL": "INFO", "SHUTDOWN_TIMEOUT_SECONDS": "2",
-            "RABBITMQ_URL": RABBITMQ_URL, "PYTHONUNBUFFERED": "1"},
+            "PYTHONUNBUFFERED": "1"},
     "services": {"STARTUP_TIMEOUT_SECONDS": "10", "CONSUMER_RETRY_DELAY_SECONDS": "0.05",
                  "DB_POOL_MAX_SIZE": "4"},
-    "auth": {"LOGIN_MAX_FAILURES_PER_ADDRESS": "10000"},
+    # The shared test system's limits, as the in-process system has them.
+    **{
+        component: {name.upper(): str(value) for name, value in settings.items()}
+        for component, settings in TEST_SETTINGS.items()
+    },
 }
 START_DEADLINE_SECONDS = 30.0
 STOP_DEADLINE_SECONDS = 15.0
@@ -93,6 +95,7 @@ class Process:
     name: str  # "orders" for the first instance, "orders-2" for the second...
     component: str
     port: int
+    metrics_port: int
     env: dict[str, str]
     log_path: Path
     popen: subprocess.Popen[bytes] | None = None
@@ -150,32 +153,39 @@ class Processes:
         """`env_overrides` keys: "all", "services", a component ("orders": every instance of
         it) or a process name ("orders-2"); later ones in that list win."""
         self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="shop-processes-"))
-        self.secret = secrets.token_urlsafe(32)
         self.instances = instances
         self._overrides = env_overrides or {}
         self._databases = databases
-        ports = iter(free_ports(len(COMPONENTS) * instances))
+        ports = iter(free_ports(2 * len(COMPONENTS) * instances))
         self.processes: dict[str, Process] = {}
         for n in range(1, instances + 1):
             for component in COMPONENTS:
                 name = _instance(component, n)
-                self.processes[name] = self._process(name, component, next(ports), n)
+                self.processes[name] = self._process(
+                    name, component, next(ports), next(ports), n
+                )
 
-    def _process(self, name: str, component: str, port: int, instance: int) -> Process:
+    def _process(
+        self, name: str, component: str, port: int, metrics_port: int, instance: int
+    ) -> Process:
         env = {key: os.environ[key] for key in INHERITED if key in os.environ}
-        env |= {"PORT": str(port), "IDENTITY_SECRET": self.secret}
+        env |= {"PORT": str(port), "METRICS_PORT": str(metrics_port),
+                "RABBITMQ_URL": component_rabbitmq_url(component)}
         if component == "gateway":
             env |= {
                 f"{service.upper()}_URL": self.processes[_instance(service, instance)].url
                 for service in SERVICES
             }
+            env |= {f"{service.upper()}_IDENTITY_SECRET": IDENTITY_SECRETS[service]
+                    for service in SERVICES}
         else:
             env["DATABASE_URL"] = self._databases[component].dsn
+            env["IDENTITY_SECRET"] = IDENTITY_SECRETS[component]
         layers = ["all", *([] if component == "gateway" else ["services"]), component, name]
         for source in (DEFAULT_ENV, self._overrides):
             for layer in layers:
                 env |= source.get(layer, {})
-        return Process(name, component, port, env, self.log_dir / f"{name}.log")
+        return Process(name, component, port, metrics_port, env, self.log_dir / f"{name}.log")
 
     # What tests look at ------------------------------------------------------------------------
 

@@ -27,6 +27,8 @@ from services.orders.settings import OrdersSettings
 from services.tracking.app import create_app as create_tracking
 from services.tracking.settings import TrackingSettings
 from shopkit.bootstrap import ServiceDatabase
+from shopkit.identity import IdentityKey
+from shopkit.operator import METRICS_URL_KEY
 from shopkit.server import EnvelopeAppRunner
 
 # Tests use a database, roles and a virtual host of their own, recreated per run: durable
@@ -34,12 +36,40 @@ from shopkit.server import EnvelopeAppRunner
 # SHOP_TEST_NAME lets two runs on one machine keep apart.
 TEST_NAME = os.environ.get("SHOP_TEST_NAME", "shop_test")
 TEST_VHOST = TEST_NAME
+# The broker's administrator, in the test vhost: what the bootstrap (and the tests' own
+# watching and publishing) connects as.
 RABBITMQ_URL = (
     URL(os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/"))
     .with_path(f"/{TEST_VHOST}")
     .human_repr()
 )
-IDENTITY_SECRET = secrets.token_urlsafe(32)
+COMPONENTS = ("auth", "orders", "tracking", "notifications", "gateway")
+# Each component's own RabbitMQ user in the test vhost (made by the session's bootstrap of the
+# broker, with the rights shopkit.broker_access gives it).
+BROKER_PASSWORDS = {name: secrets.token_urlsafe(16) for name in COMPONENTS}
+
+
+def component_rabbitmq_url(component: str) -> str:
+    return (
+        URL(RABBITMQ_URL)
+        .with_user(f"{TEST_NAME}_{component}")
+        .with_password(BROKER_PASSWORDS[component])
+        .human_repr()
+    )
+
+
+# One identity key per service, as the gateway holds them.
+IDENTITY_SECRETS = {name: secrets.token_urlsafe(32) for name in COMPONENTS[:4]}
+
+
+def identity_key(service: str) -> IdentityKey:
+    return IdentityKey(service, IDENTITY_SECRETS[service].encode())
+
+
+def gateway_secrets() -> dict[str, str]:
+    """The gateway's settings that hold the services' identity keys."""
+    return {f"{name}_identity_secret": secret for name, secret in IDENTITY_SECRETS.items()}
+
 
 SERVICES = {
     "auth": (create_auth, AuthSettings),
@@ -48,17 +78,28 @@ SERVICES = {
     "notifications": (create_notifications, NotificationsSettings),
 }
 
-# Defaults of the shared test system: a low per-account limit keeps throttling tests short,
-# a high per-address one keeps every other test (all from 127.0.0.1) clear of it.
-AUTH_TEST_SETTINGS = {"login_max_failures_per_account": 3, "login_max_failures_per_address": 10_000}
+# Defaults of the shared test system: a low limit per account and address keeps throttling
+# tests short; the limits every test meets from 127.0.0.1 (per address, registrations, open
+# orders of the users the race tests make) are out of the way. Tests of those limits run
+# systems of their own.
+TEST_SETTINGS: dict[str, dict[str, Any]] = {
+    "auth": {"login_max_failures_per_account_and_address": 3,
+             "login_max_failures_per_account": 50,
+             "login_max_failures_per_address": 10_000,
+             "registrations_per_address": 1_000_000},
+    "orders": {"max_open_orders_per_user": 1_000},
+}
 
 
-def service_settings(database: ServiceDatabase, settings_class: type, **overrides: Any) -> Any:
+def service_settings(
+    name: str, database: ServiceDatabase, settings_class: type, **overrides: Any
+) -> Any:
     defaults = {
         "port": 0,
+        "metrics_port": 0,
         "database_url": database.dsn,
-        "rabbitmq_url": RABBITMQ_URL,
-        "identity_secret": IDENTITY_SECRET,
+        "rabbitmq_url": component_rabbitmq_url(name),
+        "identity_secret": IDENTITY_SECRETS[name],
         "startup_timeout_seconds": 10,
         # Short retry delays keep the retry-then-dead-letter tests quick.
         "consumer_retry_delay_seconds": 0.05,
@@ -73,9 +114,8 @@ class System:
     settings: dict[str, Any]
     apps: dict[str, web.Application] = field(default_factory=dict)
 
-    @property
-    def secret(self) -> bytes:
-        return IDENTITY_SECRET.encode()
+    def metrics_url(self, component: str) -> str:
+        return self.apps[component][METRICS_URL_KEY]
 
 
 class _Server(TestServer):
@@ -103,19 +143,15 @@ async def running_system(
     try:
         urls = {}
         for name, (create_app, settings_class) in SERVICES.items():
-            defaults = AUTH_TEST_SETTINGS if name == "auth" else {}
             settings[name] = service_settings(
-                databases[name], settings_class, **{**defaults, **overrides.get(name, {})}
+                name, databases[name], settings_class,
+                **{**TEST_SETTINGS.get(name, {}), **overrides.get(name, {})},
             )
             apps[name] = create_app(settings[name])
             server = await _serve(apps[name])
             servers.append(server)
             urls[name] = str(server.make_url("")).rstrip("/")
-        upstreams = {f"{name}_url": url for name, url in urls.items()}
-        settings["gateway"] = GatewaySettings(
-            port=0, identity_secret=IDENTITY_SECRET,
-            **{"rabbitmq_url": RABBITMQ_URL, **upstreams, **overrides.get("gateway", {})},
-        )
+        settings["gateway"] = gateway_settings(urls, **overrides.get("gateway", {}))
         apps["gateway"] = create_gateway(settings["gateway"])
         gateway_server = await _serve(apps["gateway"])
         servers.append(gateway_server)
@@ -125,15 +161,18 @@ async def running_system(
             await server.close()
 
 
+def gateway_settings(service_urls: dict[str, str], **overrides: Any) -> GatewaySettings:
+    upstreams = {f"{name}_url": url for name, url in service_urls.items()}
+    return GatewaySettings(**{
+        "port": 0, "metrics_port": 0, "rabbitmq_url": component_rabbitmq_url("gateway"),
+        **gateway_secrets(), **upstreams, **overrides,
+    })
+
+
 @asynccontextmanager
 async def another_gateway(system: System, **overrides: Any) -> AsyncIterator[str]:
     """A second gateway instance in front of the same services; yields its URL."""
-    upstreams = {f"{name}_url": url for name, url in system.service_urls.items()}
-    settings = GatewaySettings(
-        port=0, identity_secret=IDENTITY_SECRET,
-        **{"rabbitmq_url": RABBITMQ_URL, **upstreams, **overrides},
-    )
-    server = await _serve(create_gateway(settings))
+    server = await _serve(create_gateway(gateway_settings(system.service_urls, **overrides)))
     try:
         yield str(server.make_url("")).rstrip("/")
     finally:
@@ -156,6 +195,18 @@ async def login(
 ) -> str:
     async with client.post(
         "/api/users/login", json={"email": email, "password": password}, headers=headers
+    ) as response:
+        body = await response.json()
+        assert response.status == 200, body
+        return body["data"]["token"]
+
+
+async def admin_login(
+    client: aiohttp.ClientSession, email: str, password: str = "correct horse"
+) -> str:
+    """A session with an admin's rights (the account must be an admin's)."""
+    async with client.post(
+        "/api/admin/login", json={"email": email, "password": password}
     ) as response:
         body = await response.json()
         assert response.status == 200, body

@@ -22,8 +22,9 @@ SWEEP_LOCK = "auth:session-sweep"
 
 
 async def sweep_expired_sessions(app: web.Application) -> int | None:
+    settings: AuthSettings = app[SETTINGS_KEY]  # type: ignore[assignment]
     async with app[POOL_KEY].acquire() as conn:
-        deleted = await queries.delete_expired(conn, SWEEP_LOCK)
+        deleted = await queries.delete_expired(conn, SWEEP_LOCK, settings.session_idle_seconds)
     if deleted:
         log.info("expired sessions swept", extra={"deleted": deleted})
     return deleted

@@ -7,19 +7,22 @@ import uuid
 import asyncpg
 from pydantic import ValidationError
 
-from services.auth import queries
+from services.auth import domain, queries
 from services.auth.app import MIGRATIONS, NAME
 from services.auth.passwords import Passwords
 from services.auth.routes import RegisterRequest
 from services.auth.settings import AuthSettings
 from shopkit import db
 from shopkit.migrations import apply_migrations
+from shopkit.outbox import add_event
 
 
 async def create_admin(settings: AuthSettings, email: str, password: str, name: str) -> str:
     """Creates the admin, or promotes the existing account and sets its password.
 
-    Returns "created" or "promoted". Validated by the same rules as registration.
+    Returns "created" or "promoted". Validated by the same rules as registration. A promotion
+    ends every session the account had (and says so to every component, through the outbox,
+    as a sign-out does): its role and password are no longer those the sessions began with.
     """
     request = RegisterRequest(email=email, password=password, name=name)
     passwords = Passwords(settings)
@@ -31,6 +34,12 @@ async def create_admin(settings: AuthSettings, email: str, password: str, name: 
             existing = await queries.user_by_email(conn, request.email)
             if existing is not None:
                 await queries.make_admin(conn, existing["id"], password_hash)
+                ended = await queries.delete_sessions_of(conn, existing["id"])
+                if ended:
+                    await add_event(
+                        conn, domain.sessions_revoked(existing["id"], ended),
+                        aggregate_id=str(existing["id"]), request_id=None,
+                    )
                 return "promoted"
             await queries.insert_user(
                 conn, uuid.uuid4(), request.email, request.name, password_hash, role="admin"

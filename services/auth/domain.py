@@ -3,8 +3,12 @@
 import hashlib
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from uuid import UUID
+
+from shopkit.events import SESSION_REVOKED, Event
 
 TOKEN_BYTES = 32  # 256 bits from the OS CSPRNG
 _TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]{43}$")
@@ -23,8 +27,22 @@ def looks_like_token(token: str) -> bool:
     return bool(_TOKEN_SHAPE.match(token))
 
 
+def sessions_revoked(user_id: UUID, session_ids: Sequence[UUID]) -> Event:
+    """What every component hears when sessions end before their time: token caches forget
+    them, notification streams on them close."""
+    return Event(
+        type=SESSION_REVOKED,
+        source="auth",
+        data={"userId": str(user_id), "sessionIds": [str(s) for s in session_ids]},
+    )
+
+
 def address_key(address: str) -> str:
     return f"address:{address}"
+
+
+def registration_key(address: str) -> str:
+    return f"register:{address}"
 
 
 @dataclass(frozen=True)
@@ -72,3 +90,41 @@ class AttemptCounter:
         else:
             failures, started = self.failures + 1, self.window_started_at
         return AttemptCounter(self.key, failures, started, policy.locked_until(failures, now))
+
+
+@dataclass(frozen=True)
+class SignInCounters:
+    """What a sign-in attempt is counted against: the account from this client address (the
+    limit one guesser meets), the account from everywhere (a much higher ceiling, against a
+    guess spread over many addresses) and the address over every account.
+
+    A guesser who fails again and again from one address locks the account for that address
+    only: its owner, from an address that has not failed, still gets in. Only a guess from
+    many addresses reaches the account's own ceiling."""
+
+    account: AttemptCounter
+    pair: AttemptCounter
+    address: AttemptCounter
+    now: datetime
+
+    def retry_after(self) -> timedelta | None:
+        """How long to wait when any counter is locked; None when the attempt may go on."""
+        waits = [w for c in (self.account, self.pair, self.address)
+                 if (w := c.retry_after(self.now)) is not None]
+        return max(waits) if waits else None
+
+
+@dataclass(frozen=True)
+class SignInPolicies:
+    account: LockoutPolicy
+    pair: LockoutPolicy
+    address: LockoutPolicy
+
+    def count_attempt(self, counters: SignInCounters) -> list[AttemptCounter]:
+        """Every counter with this attempt counted as failed (a success gives it back)."""
+        return [
+            counter.count_attempt(policy, counters.now)
+            for counter, policy in ((counters.account, self.account),
+                                    (counters.pair, self.pair),
+                                    (counters.address, self.address))
+        ]

@@ -1,19 +1,25 @@
 """argon2id hashing, run in worker threads so one sign-in never stalls the event loop.
 
 argon2-cffi releases the GIL while hashing, so the threads hash in parallel with the loop.
+Each hash takes a core for tens of milliseconds: the work is admitted by turns (`turn`), at most
+one per worker thread plus `password_hash_queue` waiting, and refused with 503 past that, so a
+flood of sign-ins or registrations never builds a queue that delays everyone's for long.
 """
 
 import asyncio
+import contextlib
 import ctypes
 import ctypes.util
 import os
 import secrets
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from services.auth.settings import AuthSettings
+from shopkit import errors
 
 # glibc's mallopt parameter: allocations from this size up are mmapped, and unmapped on free.
 _M_MMAP_THRESHOLD = -3
@@ -31,21 +37,39 @@ def return_hash_memory_to_the_os() -> None:
         libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)
 
 
+class HashingBusy(errors.ServiceUnavailable):
+    message = "Too many passwords are being checked right now; try again shortly."
+
+
 class Passwords:
     def __init__(self, settings: AuthSettings) -> None:
         return_hash_memory_to_the_os()
+        workers = os.cpu_count() or 2
+        self._capacity = workers + settings.password_hash_queue
+        self._turns_taken = 0
         self._hasher = PasswordHasher(
             time_cost=settings.argon2_time_cost,
             memory_cost=settings.argon2_memory_kib,
             parallelism=settings.argon2_parallelism,
             type=Type.ID,
         )
-        self._executor = ThreadPoolExecutor(
-            max_workers=os.cpu_count() or 2, thread_name_prefix="argon2"
-        )
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="argon2")
         # Checked against when the account does not exist, so an unknown email costs the same
         # time as a wrong password and the two cannot be told apart.
         self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
+
+    @contextlib.contextmanager
+    def turn(self) -> Iterator[None]:
+        """Admits one request's hashing (raises HashingBusy when every turn is taken). A
+        request takes its turn before anything it does is counted (a sign-in attempt, a
+        registration), so a refusal costs the caller nothing but a retry."""
+        if self._turns_taken >= self._capacity:
+            raise HashingBusy()
+        self._turns_taken += 1
+        try:
+            yield
+        finally:
+            self._turns_taken -= 1
 
     async def hash(self, password: str) -> str:
         return await self._run(self._hasher.hash, password)

@@ -6,11 +6,18 @@ from uuid import UUID
 
 import asyncpg
 
-from services.auth.domain import AttemptCounter
+from services.auth.domain import AttemptCounter, SignInCounters
 
 Conn = asyncpg.Connection | asyncpg.Pool
 
 _USER = "id, email, name, role, created_at"
+# When a session ends: at its expiry, or once unused for the idle time ($ parameter), whichever
+# comes first. Written once, for every statement that decides whether a session is alive.
+_ENDS_AT = "least({s}.expires_at, {s}.last_seen_at + make_interval(secs => {idle}))"
+
+
+def _ends_at(alias: str, idle: str) -> str:
+    return _ENDS_AT.format(s=alias, idle=idle)
 
 
 async def insert_user(
@@ -33,7 +40,7 @@ async def user_by_email(conn: Conn, email: str) -> asyncpg.Record | None:
 
 
 async def user_by_id(conn: Conn, user_id: UUID) -> asyncpg.Record | None:
-    return await conn.fetchrow(f"SELECT {_USER} FROM users WHERE id = $1", user_id)
+    return await conn.fetchrow(f"SELECT {_USER}, password_hash FROM users WHERE id = $1", user_id)
 
 
 async def make_admin(conn: Conn, user_id: UUID, password_hash: str) -> asyncpg.Record:
@@ -43,28 +50,72 @@ async def make_admin(conn: Conn, user_id: UUID, password_hash: str) -> asyncpg.R
     )
 
 
-async def insert_session(
-    conn: Conn, session_id: UUID, user_id: UUID, token_hash: bytes, user_agent: str | None,
-    ttl_seconds: int,
-) -> asyncpg.Record:
-    return await conn.fetchrow(
+async def set_password(conn: Conn, user_id: UUID, password_hash: str) -> None:
+    await conn.execute("UPDATE users SET password_hash = $2 WHERE id = $1", user_id, password_hash)
+
+
+async def lock_user(conn: asyncpg.Connection, user_id: UUID) -> None:
+    """Serialises, until commit, the changes to one user's sessions that must count them."""
+    await conn.execute("SELECT FROM users WHERE id = $1 FOR NO KEY UPDATE", user_id)
+
+
+async def open_session(
+    conn: asyncpg.Connection, session_id: UUID, user_id: UUID, token_hash: bytes,
+    user_agent: str | None, role: str, ttl_seconds: int, max_sessions: int,
+) -> tuple[asyncpg.Record, list[UUID]]:
+    """Adds a session and ends the user's least recently used ones past `max_sessions`: returns
+    the new session (id, created_at, expires_at) and the ids of those ended.
+
+    Run after lock_user in the same transaction: the statement's snapshot, taken once the lock
+    is held, sees every session committed before, so concurrent sign-ins of one user count one
+    after another and never leave more than `max_sessions`.
+    """
+    row = await conn.fetchrow(
         """
-        INSERT INTO sessions (id, user_id, token_hash, user_agent, expires_at)
-        VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))
-        RETURNING id, created_at, expires_at
+        WITH ended AS (
+            DELETE FROM sessions WHERE id IN (
+                SELECT id FROM sessions WHERE user_id = $2
+                ORDER BY last_seen_at DESC, created_at DESC, id OFFSET $7 - 1
+            ) RETURNING id
+        ), opened AS (
+            INSERT INTO sessions (id, user_id, token_hash, user_agent, role, expires_at)
+            VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6))
+            RETURNING id, created_at, expires_at
+        )
+        SELECT opened.*, ARRAY(SELECT id FROM ended) AS ended FROM opened
         """,
-        session_id, user_id, token_hash, user_agent, ttl_seconds,
+        session_id, user_id, token_hash, user_agent, role, ttl_seconds, max_sessions,
     )
+    return row, list(row["ended"])
 
 
-async def session_by_token(conn: Conn, token_hash: bytes) -> asyncpg.Record | None:
+async def live_session_by_token(
+    conn: Conn, token_hash: bytes, idle_seconds: int, touch_seconds: int
+) -> asyncpg.Record | None:
+    """The token's session: its user, role (admin only while both the session and the account
+    are), when it ends and whether it has ended already. A live session's last use is brought
+    up to now when it is older than `touch_seconds`, in the same statement."""
     return await conn.fetchrow(
-        """
-        SELECT s.id, s.user_id, s.expires_at, s.expires_at <= now() AS expired, u.role
-        FROM sessions s JOIN users u ON u.id = s.user_id
-        WHERE s.token_hash = $1
+        f"""
+        WITH found AS (
+            SELECT s.id, s.user_id, s.expires_at, s.last_seen_at,
+                   CASE WHEN s.role = 'admin' AND u.role = 'admin' THEN 'admin' ELSE 'user' END
+                       AS role,
+                   {_ends_at("s", "$2")} AS ends_at
+            FROM sessions s JOIN users u ON u.id = s.user_id
+            WHERE s.token_hash = $1
+        ), touched AS (
+            UPDATE sessions SET last_seen_at = now() FROM found
+            WHERE sessions.id = found.id AND found.ends_at > now()
+              AND found.last_seen_at < now() - make_interval(secs => $3)
+            RETURNING sessions.last_seen_at
+        )
+        SELECT id, user_id, role, ends_at <= now() AS expired,
+               least(expires_at, coalesce((SELECT last_seen_at FROM touched), last_seen_at)
+                                 + make_interval(secs => $2)) AS ends_at
+        FROM found
         """,
-        token_hash,
+        token_hash, idle_seconds, touch_seconds,
     )
 
 
@@ -75,78 +126,120 @@ async def delete_session(conn: Conn, user_id: UUID, session_id: UUID) -> bool:
     return deleted is not None
 
 
-async def delete_sessions_of(conn: Conn, user_id: UUID) -> list[UUID]:
-    rows = await conn.fetch("DELETE FROM sessions WHERE user_id = $1 RETURNING id", user_id)
+async def delete_sessions_of(
+    conn: Conn, user_id: UUID, keep: UUID | None = None
+) -> list[UUID]:
+    """Ends every session of the user but `keep`; returns the ids ended."""
+    rows = await conn.fetch(
+        "DELETE FROM sessions WHERE user_id = $1 AND id IS DISTINCT FROM $2 RETURNING id",
+        user_id, keep,
+    )
     return [row["id"] for row in rows]
 
 
 async def live_sessions(
-    conn: Conn, user_id: UUID, after: tuple[datetime, UUID], limit: int
+    conn: Conn, user_id: UUID, idle_seconds: int, after: tuple[datetime, UUID], limit: int
 ) -> list[asyncpg.Record]:
     return await conn.fetch(
-        """
-        SELECT id, created_at, expires_at, user_agent FROM sessions
-        WHERE user_id = $1 AND expires_at > now()
-          AND (created_at, id) < ($2, $3)
-        ORDER BY created_at DESC, id DESC LIMIT $4
+        f"""
+        SELECT id, created_at, expires_at, last_seen_at, user_agent FROM sessions s
+        WHERE user_id = $1 AND {_ends_at("s", "$2")} > now()
+          AND (created_at, id) < ($3, $4)
+        ORDER BY created_at DESC, id DESC LIMIT $5
         """,
-        user_id, *after, limit,
+        user_id, idle_seconds, *after, limit,
     )
 
 
-async def delete_expired(conn: asyncpg.Connection, sweep_lock: str) -> int | None:
-    """Deletes expired sessions and stale attempt counters; None when another instance is at it.
+async def delete_expired(
+    conn: asyncpg.Connection, sweep_lock: str, idle_seconds: int
+) -> int | None:
+    """Deletes ended sessions, stale attempt counters and past rate windows; None when another
+    instance is at it.
 
     The transaction-level advisory lock lets one instance sweep at a time; the others skip.
     """
     async with conn.transaction():
         if not await conn.fetchval("SELECT pg_try_advisory_xact_lock(hashtext($1))", sweep_lock):
             return None
-        deleted = await conn.fetch("DELETE FROM sessions WHERE expires_at <= now() RETURNING id")
+        deleted = await conn.fetch(
+            f"DELETE FROM sessions s WHERE {_ends_at('s', '$1')} <= now() RETURNING id",
+            idle_seconds,
+        )
         await conn.execute(
             """
             DELETE FROM login_attempts
             WHERE coalesce(locked_until, window_started_at) < now() - interval '1 day'
             """
         )
+        await conn.execute(
+            "DELETE FROM rate_windows WHERE window_started_at < now() - interval '1 day'"
+        )
         return len(deleted)
+
+
+async def count_in_window(conn: Conn, key: str, window_seconds: int) -> tuple[int, float]:
+    """Counts one more hit under `key` in its current fixed window (a new window once the
+    last one is over): (hits in this window, seconds until it ends). One upsert, which waits
+    for and reads the latest row, so concurrent hits on every instance are all counted."""
+    row = await conn.fetchrow(
+        """
+        INSERT INTO rate_windows AS w (key, hits, window_started_at) VALUES ($1, 1, now())
+        ON CONFLICT (key) DO UPDATE SET
+            hits = CASE WHEN w.window_started_at <= now() - make_interval(secs => $2)
+                        THEN 1 ELSE w.hits + 1 END,
+            window_started_at = CASE WHEN w.window_started_at <= now() - make_interval(secs => $2)
+                                     THEN now() ELSE w.window_started_at END
+        RETURNING hits,
+            extract(epoch FROM w.window_started_at + make_interval(secs => $2) - now())::float8
+                AS seconds_left
+        """,
+        key, window_seconds,
+    )
+    return row["hits"], row["seconds_left"]
 
 
 async def lock_attempt_counters(
     conn: asyncpg.Connection, email: str, address_key: str
-) -> tuple[AttemptCounter, AttemptCounter, datetime]:
-    """Locks the account's and the address's counters for this transaction (creating missing
-    ones) and reads them: (account, address, now).
+) -> SignInCounters:
+    """Locks the counters of the account, of the account from this address, and of the
+    address, for this transaction (creating missing ones), and reads them.
 
-    The account key is built by Postgres' own lower(), the one the account lookup uses, so no
-    spelling of an email (Unicode case variants included) reaches the account uncounted. Keys
-    are locked in sorted order so two sign-ins never deadlock; the row locks serialise
-    concurrent attempts on one key across every instance.
+    The keys naming the account are built by Postgres' own lower(), the one the account lookup
+    uses, so no spelling of an email (Unicode case variants included) reaches the account
+    uncounted. Keys are locked in sorted order so two sign-ins never deadlock; the row locks
+    serialise concurrent attempts on one key across every instance.
     """
     rows = await conn.fetch(
         """
-        WITH wanted AS (SELECT unnest(ARRAY['account:' || lower($1), $2]) AS key ORDER BY 1),
-        created AS (
+        WITH named AS (
+            SELECT 'account:' || lower($1) AS account, 'pair:' || $2 || ' ' || lower($1) AS pair
+        ), wanted AS (
+            SELECT unnest(ARRAY[account, pair, $2]) AS key FROM named ORDER BY 1
+        ), created AS (
             INSERT INTO login_attempts (key) SELECT key FROM wanted ON CONFLICT DO NOTHING
         )
-        SELECT key, key = 'account:' || lower($1) AS is_account, now() AS now
-        FROM wanted
+        SELECT key, CASE key WHEN account THEN 'account' WHEN pair THEN 'pair'
+                    ELSE 'address' END AS kind, now() AS now
+        FROM wanted, named
         """,
         email, address_key,
     )
-    account_key = next(r["key"] for r in rows if r["is_account"])
+    kinds = {r["key"]: r["kind"] for r in rows}
     locked = await conn.fetch(
         """
         SELECT key, failures, window_started_at, locked_until FROM login_attempts
         WHERE key = ANY($1::text[]) ORDER BY key FOR UPDATE
         """,
-        [r["key"] for r in rows],
+        list(kinds),
     )
     counters = {
-        r["key"]: AttemptCounter(r["key"], r["failures"], r["window_started_at"], r["locked_until"])
+        kinds[r["key"]]: AttemptCounter(
+            r["key"], r["failures"], r["window_started_at"], r["locked_until"]
+        )
         for r in locked
     }
-    return counters[account_key], counters[address_key], rows[0]["now"]
+    return SignInCounters(**counters, now=rows[0]["now"])
 
 
 async def save_attempt_counters(
@@ -161,18 +254,17 @@ async def save_attempt_counters(
     )
 
 
-async def forget_failures(
-    conn: Conn, account_key: str, address_key: str, address_limit: int
-) -> None:
-    """After a success: the account starts afresh; the address gets back the attempt it spent
-    (and loses the lock that attempt set, if it was the one that passed the limit)."""
-    await conn.execute("DELETE FROM login_attempts WHERE key = $1", account_key)
-    await conn.execute(
+async def forget_failure(conn: Conn, pair_key: str, given_back: Sequence[tuple[str, int]]) -> None:
+    """After a success: the account from this address starts afresh; each (key, limit) of
+    `given_back` gets back the attempt it spent (and loses the lock that attempt set, if it
+    was the one that passed the limit)."""
+    await conn.execute("DELETE FROM login_attempts WHERE key = $1", pair_key)
+    await conn.executemany(
         """
         UPDATE login_attempts
         SET failures = greatest(failures - 1, 0),
             locked_until = CASE WHEN failures - 1 <= $2 THEN NULL ELSE locked_until END
         WHERE key = $1
         """,
-        address_key, address_limit,
+        given_back,
     )

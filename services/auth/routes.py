@@ -13,9 +13,8 @@ from services.auth import domain, queries
 from services.auth.passwords import Passwords
 from services.auth.settings import AuthSettings
 from shopkit import errors
-from shopkit.app import POOL_KEY, SETTINGS_KEY, identity, require_user
-from shopkit.events import Event
-from shopkit.identity import IDENTITY_HEADER, Identity, Role, sign_identity
+from shopkit.app import POOL_KEY, SETTINGS_KEY, identity, identity_key, require_user
+from shopkit.identity import IDENTITY_HEADER, Identity, IdentityKey, Role, sign_identity
 from shopkit.openapi import Access, documented
 from shopkit.outbox import add_event
 from shopkit.pagination import NEWEST, PageOf, PageQuery, cursor_time, cursor_uuid, page_of
@@ -29,17 +28,23 @@ routes = web.RouteTableDef()
 front_proxy_routes = web.RouteTableDef()
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+NewPassword = Annotated[str, Field(min_length=8, max_length=128)]
 
 
 class RegisterRequest(ApiModel):
     email: EmailStr
-    password: str = Field(min_length=8, max_length=128)
+    password: NewPassword
     name: Name
 
 
 class LoginRequest(ApiModel):
     email: str = Field(min_length=1, max_length=320)
     password: str = Field(min_length=1, max_length=128)
+
+
+class PasswordChange(ApiModel):
+    current_password: str = Field(min_length=1, max_length=128)
+    new_password: NewPassword
 
 
 class ValidateRequest(ApiModel):
@@ -68,13 +73,14 @@ class Validated(ApiModel):
     user_id: uuid.UUID
     role: Role
     session_id: uuid.UUID
-    expires_at: datetime
+    expires_at: datetime  # when the session ends: its expiry, or its idle time, if sooner
 
 
 class Session(ApiModel):
     id: uuid.UUID
     created_at: datetime
     expires_at: datetime
+    last_seen_at: datetime
     user_agent: str | None
     current: bool
 
@@ -83,98 +89,165 @@ def _user(row: asyncpg.Record) -> User:
     return User(**{field: row[field] for field in User.model_fields})
 
 
+def _settings(request: web.Request) -> AuthSettings:
+    settings: AuthSettings = request.app[SETTINGS_KEY]  # type: ignore[assignment]
+    return settings
+
+
+def _client_address(request: web.Request) -> str:
+    return identity(request).client_address or "unknown"
+
+
 @routes.post("/api/users/register")
 @documented("Create an account", Access.PUBLIC, body=RegisterRequest, answer=User, status=201,
-            errors={409: "This email is already registered (`email_taken`)."})
+            errors={409: "This email is already registered (`email_taken`).",
+                    429: "Too many registrations from this address (`too_many_requests`)."})
 async def register(request: web.Request) -> web.Response:
     body = await read_model(request, RegisterRequest)
-    password_hash = await request.app[PASSWORDS_KEY].hash(body.password)
-    try:
-        row = await queries.insert_user(
-            request.app[POOL_KEY], uuid.uuid4(), body.email, body.name, password_hash
+    settings = _settings(request)
+    pool = request.app[POOL_KEY]
+    passwords = request.app[PASSWORDS_KEY]
+    with passwords.turn():
+        hits, seconds_left = await queries.count_in_window(
+            pool, domain.registration_key(_client_address(request)),
+            settings.registration_window_seconds,
         )
+        if hits > settings.registrations_per_address:
+            raise errors.TooManyRequests(
+                _ceil_seconds(timedelta(seconds=seconds_left)),
+                "Too many registrations from this address; try again later.",
+            )
+        password_hash = await passwords.hash(body.password)
+    try:
+        row = await queries.insert_user(pool, uuid.uuid4(), body.email, body.name, password_hash)
     except asyncpg.UniqueViolationError as exc:
         raise errors.Conflict("This email is already registered.", code="email_taken") from exc
     return ok(_user(row), status=201)
 
 
+_SIGN_IN_ERRORS = {
+    401: "Wrong email or password (`invalid_credentials`).",
+    429: "Too many failed sign-ins for this account or address (`too_many_requests`).",
+}
+
+
 @routes.post("/api/users/login")
-@documented("Sign in", Access.PUBLIC, body=LoginRequest, answer=LoginResult,
-            errors={401: "Wrong email or password (`invalid_credentials`).",
-            429: "Too many failed sign-ins for this account or address (`too_many_requests`)."})
+@documented("Sign in (a session with a user's rights, whatever the account's role)",
+            Access.PUBLIC, body=LoginRequest, answer=LoginResult, errors=_SIGN_IN_ERRORS)
 async def login(request: web.Request) -> web.Response:
-    return await _sign_in(request, admin_only=False)
+    return await _sign_in(request, Role.USER)
 
 
 @routes.post("/api/admin/login")
-@documented("Sign in as an admin", Access.PUBLIC, body=LoginRequest, answer=LoginResult,
-            errors={401: "Wrong email or password (`invalid_credentials`).",
-            429: "Too many failed sign-ins for this account or address (`too_many_requests`)."})
+@documented("Sign in as an admin (a session with an admin's rights)", Access.PUBLIC,
+            body=LoginRequest, answer=LoginResult, errors=_SIGN_IN_ERRORS)
 async def admin_login(request: web.Request) -> web.Response:
-    return await _sign_in(request, admin_only=True)
+    return await _sign_in(request, Role.ADMIN)
 
 
-async def _sign_in(request: web.Request, admin_only: bool) -> web.Response:
+async def _sign_in(request: web.Request, session_role: Role) -> web.Response:
+    """Opens a session with `session_role`'s rights: USER for anyone, ADMIN for admins only."""
     body = await read_model(request, LoginRequest)
-    settings = request.app[SETTINGS_KEY]
+    settings = _settings(request)
     pool = request.app[POOL_KEY]
-    address = domain.address_key(identity(request).client_address or "unknown")
-    account = await _count_attempt(pool, settings, body.email, address)
-
-    user = await queries.user_by_email(pool, body.email)
-    password_ok = await request.app[PASSWORDS_KEY].verify(
-        user["password_hash"] if user else None, body.password
-    )
-    if not password_ok or user is None or (admin_only and user["role"] != Role.ADMIN):
+    with request.app[PASSWORDS_KEY].turn():
+        counters = await _count_attempt(pool, settings, body.email, _client_address(request))
+        user = await queries.user_by_email(pool, body.email)
+        password_ok = await request.app[PASSWORDS_KEY].verify(
+            user["password_hash"] if user else None, body.password
+        )
+    if not password_ok or user is None or (
+        session_role is Role.ADMIN and user["role"] != Role.ADMIN
+    ):
         raise errors.InvalidCredentials()
 
     token = domain.new_token()
     async with pool.acquire() as conn, conn.transaction():
-        session = await queries.insert_session(
+        await queries.lock_user(conn, user["id"])
+        session, ended = await queries.open_session(
             conn, uuid.uuid4(), user["id"], domain.token_hash(token),
-            request.headers.get("User-Agent", "")[:512] or None, settings.session_ttl_seconds,
+            request.headers.get("User-Agent", "")[:512] or None, session_role.value,
+            settings.session_ttl_seconds, settings.max_sessions_per_user,
         )
-        await queries.forget_failures(
-            conn, account, address, settings.login_max_failures_per_address
-        )
+        if ended:
+            await _announce_revoked(conn, request, user["id"], ended)
+        await _forget_failure(conn, settings, counters)
     return ok(LoginResult(token=token, expires_at=session["expires_at"], user=_user(user)))
 
 
 async def _count_attempt(
     pool: asyncpg.Pool, settings: AuthSettings, email: str, address: str
-) -> str:
-    """Counts this attempt against the account and the address, or refuses it with 429.
-    Returns the account's key."""
+) -> domain.SignInCounters:
+    """Counts this attempt as failed against the account, the account from this address and
+    the address (a success gives it back), or refuses it with 429 while one is locked."""
     async with pool.acquire() as conn, conn.transaction():
-        account, by_address, now = await queries.lock_attempt_counters(conn, email, address)
-        waits = [w for c in (account, by_address) if (w := c.retry_after(now)) is not None]
-        if waits:
-            raise errors.TooManyRequests(_ceil_seconds(max(waits)))
-        await queries.save_attempt_counters(
-            conn,
-            [
-                account.count_attempt(
-                    _policy(settings, settings.login_max_failures_per_account), now
-                ),
-                by_address.count_attempt(
-                    _policy(settings, settings.login_max_failures_per_address), now
-                ),
-            ],
+        counters = await queries.lock_attempt_counters(conn, email, domain.address_key(address))
+        wait = counters.retry_after()
+        if wait is not None:
+            raise errors.TooManyRequests(_ceil_seconds(wait))
+        await queries.save_attempt_counters(conn, _policies(settings).count_attempt(counters))
+    return counters
+
+
+async def _forget_failure(
+    conn: asyncpg.Connection, settings: AuthSettings, counters: domain.SignInCounters
+) -> None:
+    await queries.forget_failure(conn, counters.pair.key, [
+        (counters.account.key, settings.login_max_failures_per_account),
+        (counters.address.key, settings.login_max_failures_per_address),
+    ])
+
+
+def _policies(settings: AuthSettings) -> domain.SignInPolicies:
+    def policy(max_failures: int) -> domain.LockoutPolicy:
+        return domain.LockoutPolicy(
+            max_failures=max_failures,
+            window=timedelta(seconds=settings.login_failure_window_seconds),
+            step=timedelta(seconds=settings.login_lockout_step_seconds),
+            cap=timedelta(seconds=settings.login_lockout_max_seconds),
         )
-    return account.key
 
-
-def _policy(settings: AuthSettings, max_failures: int) -> domain.LockoutPolicy:
-    return domain.LockoutPolicy(
-        max_failures=max_failures,
-        window=timedelta(seconds=settings.login_failure_window_seconds),
-        step=timedelta(seconds=settings.login_lockout_step_seconds),
-        cap=timedelta(seconds=settings.login_lockout_max_seconds),
+    return domain.SignInPolicies(
+        account=policy(settings.login_max_failures_per_account),
+        pair=policy(settings.login_max_failures_per_account_and_address),
+        address=policy(settings.login_max_failures_per_address),
     )
 
 
 def _ceil_seconds(wait: timedelta) -> int:
     return int(-(-wait.total_seconds() // 1))
+
+
+@routes.post("/api/users/password")
+@documented("Change your password; every other session of yours ends", Access.USER,
+            body=PasswordChange, answer=Revoked,
+            errors={401: "The current password is wrong (`invalid_credentials`).",
+                    429: "Too many failed sign-ins for this account or address "
+                         "(`too_many_requests`)."})
+async def change_password(request: web.Request) -> web.Response:
+    """A wrong current password counts as a failed sign-in, so a stolen session cannot be
+    used to guess it."""
+    caller = require_user(request)
+    assert caller.user_id and caller.session_id
+    body = await read_model(request, PasswordChange)
+    settings = _settings(request)
+    pool = request.app[POOL_KEY]
+    passwords = request.app[PASSWORDS_KEY]
+    user = await queries.user_by_id(pool, caller.user_id)
+    if user is None:
+        raise errors.Unauthorized()
+    with passwords.turn():
+        counters = await _count_attempt(pool, settings, user["email"], _client_address(request))
+        if not await passwords.verify(user["password_hash"], body.current_password):
+            raise errors.InvalidCredentials("The current password is wrong.")
+        new_hash = await passwords.hash(body.new_password)
+    async with pool.acquire() as conn, conn.transaction():
+        await queries.set_password(conn, caller.user_id, new_hash)
+        ended = await queries.delete_sessions_of(conn, caller.user_id, keep=caller.session_id)
+        if ended:
+            await _announce_revoked(conn, request, caller.user_id, ended)
+        await _forget_failure(conn, settings, counters)
+    return ok(Revoked(revoked=len(ended)))
 
 
 @routes.post("/api/users/logout")
@@ -184,7 +257,7 @@ async def logout(request: web.Request) -> web.Response:
     assert caller.user_id and caller.session_id
     async with request.app[POOL_KEY].acquire() as conn, conn.transaction():
         if await queries.delete_session(conn, caller.user_id, caller.session_id):
-            await _announce_revoked(conn, request, caller, [caller.session_id])
+            await _announce_revoked(conn, request, caller.user_id, [caller.session_id])
     return ok(Revoked(revoked=1))
 
 
@@ -196,7 +269,7 @@ async def logout_all(request: web.Request) -> web.Response:
     async with request.app[POOL_KEY].acquire() as conn, conn.transaction():
         revoked = await queries.delete_sessions_of(conn, caller.user_id)
         if revoked:
-            await _announce_revoked(conn, request, caller, revoked)
+            await _announce_revoked(conn, request, caller.user_id, revoked)
     return ok(Revoked(revoked=len(revoked)))
 
 
@@ -217,13 +290,14 @@ async def list_sessions(request: web.Request) -> web.Response:
     caller = require_user(request)
     page = page_of(request)
     after = page.after_key(cursor_time, cursor_uuid, first=NEWEST)
-    rows = await queries.live_sessions(request.app[POOL_KEY], caller.user_id, after, page.limit + 1)
+    rows = await queries.live_sessions(
+        request.app[POOL_KEY], caller.user_id, _settings(request).session_idle_seconds, after,
+        page.limit + 1,
+    )
 
     def view(r: asyncpg.Record) -> Session:
-        return Session(
-            id=r["id"], created_at=r["created_at"], expires_at=r["expires_at"],
-            user_agent=r["user_agent"], current=r["id"] == caller.session_id,
-        )
+        return Session(**{k: r[k] for k in Session.model_fields if k != "current"},
+                       current=r["id"] == caller.session_id)
 
     return ok(page.answer(rows, lambda r: [r["created_at"].isoformat(), str(r["id"])], view))
 
@@ -237,68 +311,84 @@ async def revoke_session(request: web.Request) -> web.Response:
     async with request.app[POOL_KEY].acquire() as conn, conn.transaction():
         if not await queries.delete_session(conn, caller.user_id, session_id):
             raise errors.NotFound("No such session.")
-        await _announce_revoked(conn, request, caller, [session_id])
+        await _announce_revoked(conn, request, caller.user_id, [session_id])
     return ok(Revoked(revoked=1))
 
 
 @routes.post("/internal/sessions/validate")
 @documented("Whose token is this? (the gateway's question; not routed to clients)",
             Access.PUBLIC, body=ValidateRequest, answer=Validated, tag="internal",
-            errors={401: "No such session, or it has expired."})
+            errors={401: "No such session, or it has ended."})
 async def validate_token(request: web.Request) -> web.Response:
     """The gateway's question: whose token is this? 401 when none, or no longer, valid."""
     body = await read_model(request, ValidateRequest)
-    session = await _live_session(request.app[POOL_KEY], body.token)
+    session = await _live_session(request, body.token)
     return ok(
         Validated(
             user_id=session["user_id"], role=session["role"], session_id=session["id"],
-            expires_at=session["expires_at"],
+            expires_at=session["ends_at"],
         )
     )
 
 
-async def _live_session(pool: asyncpg.Pool, token: str) -> asyncpg.Record:
-    """The token's session; 401 when there is none, or no longer (an expired one is deleted)."""
+async def _live_session(request: web.Request, token: str) -> asyncpg.Record:
+    """The token's session; 401 when there is none, or no longer (an ended one is deleted)."""
     if not domain.looks_like_token(token):
         raise errors.Unauthorized()
-    session = await queries.session_by_token(pool, domain.token_hash(token))
+    settings = _settings(request)
+    pool = request.app[POOL_KEY]
+    session = await queries.live_session_by_token(
+        pool, domain.token_hash(token), settings.session_idle_seconds,
+        settings.session_touch_interval_seconds,
+    )
     if session is None:
         raise errors.Unauthorized()
     if session["expired"]:
         await queries.delete_session(pool, session["user_id"], session["id"])
-        raise errors.Unauthorized("The session has expired; sign in again.")
+        raise errors.Unauthorized("The session has ended; sign in again.")
     return session
 
 
 @front_proxy_routes.get(CHECK_PATH)
 async def check_for_front_proxy(request: web.Request) -> web.Response:
     """nginx `auth_request` in place of the gateway: checks the client's bearer token, its role
-    for `/api/admin/`, and answers 204 with the identity signed for the original method and URI.
-    The identity covers an empty body only, so it admits body-less requests alone."""
+    for `/api/admin/`, and answers 204 with the identity signed, for the service that
+    `X-Shop-Service` names, for the original method and URI. The identity covers an empty
+    body only, so it admits body-less requests alone."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer":
         raise errors.Unauthorized()
-    session = await _live_session(request.app[POOL_KEY], token.strip())
+    session = await _live_session(request, token.strip())
     target = request.headers.get("X-Original-URI", "/")
     if target.startswith("/api/admin/") and session["role"] != Role.ADMIN:
         raise errors.Forbidden()
     caller = Identity(
         Role(session["role"]), session["user_id"], session["id"],
         client_address=request.headers.get("X-Real-IP"),
+        session_ends_at=session["ends_at"].timestamp(),
     )
-    secret = request.app[SETTINGS_KEY].identity_secret.get_secret_value().encode()
-    signed = sign_identity(caller, secret, request.headers.get("X-Original-Method", "GET"), target)
+    key = _front_proxy_key(request, request.headers.get("X-Shop-Service", ""))
+    signed = sign_identity(caller, key, request.headers.get("X-Original-Method", "GET"), target)
     return web.Response(status=204, headers={IDENTITY_HEADER: signed})
 
 
+def _front_proxy_key(request: web.Request, service: str) -> IdentityKey:
+    settings = _settings(request)
+    if service == "auth":
+        return identity_key("auth", settings)
+    secret = settings.front_proxy_secrets.get(service)
+    if secret is None:
+        raise errors.Forbidden("No identity key for that service.")
+    return IdentityKey(service, secret.get_secret_value().encode())
+
+
 async def _announce_revoked(
-    conn: asyncpg.Connection, request: web.Request, caller: Identity, session_ids: list[uuid.UUID]
+    conn: asyncpg.Connection, request: web.Request, user_id: uuid.UUID,
+    session_ids: list[uuid.UUID],
 ) -> None:
-    """Tells other components (notification streams end) that these sessions are gone, in the
-    transaction that deletes them."""
-    event = Event(
-        type="auth.session_revoked",
-        source="auth",
-        data={"userId": str(caller.user_id), "sessionIds": [str(s) for s in session_ids]},
+    """Tells other components (token caches, notification streams) that these sessions are
+    gone, in the transaction that deletes them."""
+    await add_event(
+        conn, domain.sessions_revoked(user_id, session_ids), aggregate_id=str(user_id),
+        request_id=request_id(request),
     )
-    await add_event(conn, event, aggregate_id=str(caller.user_id), request_id=request_id(request))

@@ -7,6 +7,7 @@ from pydantic import Field
 
 from services.notifications import domain, queries
 from shopkit.consumer import EventData, EventHandler, IncomingEvent, Subscription
+from shopkit.events import SESSION_REVOKED
 
 QUEUE = "notifications.events"
 
@@ -51,14 +52,11 @@ class SessionRevoked(EventData):
 
 
 async def on_session_revoked(conn: asyncpg.Connection, event: IncomingEvent) -> None:
-    """A revoked session's streams end on every instance: one instance consumes the event,
-    NOTIFY tells them all."""
+    """A revoked session's streams end on every instance: one instance consumes the event and
+    records the sessions, NOTIFY tells every hub the event's id (however many sessions it
+    ended), and each hub reads the sessions of its own streams."""
     data: SessionRevoked = event.data
-    await queries.announce(
-        conn,
-        queries.SESSIONS_REVOKED_CHANNEL,
-        {"userId": str(data.user_id), "sessionIds": [str(s) for s in data.session_ids]},
-    )
+    await queries.record_revoked(conn, event.id, data.user_id, data.session_ids)
 
 
 SUBSCRIPTION = Subscription(
@@ -71,6 +69,6 @@ SUBSCRIPTION = Subscription(
         "tracking.updated": EventHandler(
             TrackingUpdated, on_tracking_updated, deduplicates_itself=True
         ),
-        "auth.session_revoked": EventHandler(SessionRevoked, on_session_revoked),
+        SESSION_REVOKED: EventHandler(SessionRevoked, on_session_revoked),
     },
 )

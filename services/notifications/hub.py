@@ -3,15 +3,19 @@ must end.
 
 Notifications are written by whichever instance consumed the event; each instance learns of
 every new one through Postgres LISTEN/NOTIFY (sent at commit), and hands it to the streams of
-its own connected users. The streams are the only per-process state: what they show is already
-in Postgres. A stream ends when its session is revoked (announced the same way), and every
+its own connected users. A notice names ids only (queries.NEW_NOTIFICATION_CHANNEL): the hub
+reads the notification from its own table, for the user the notice names, so a notice that
+another database role made up finds nothing and pushes nothing. A stream ends when its session
+is revoked (announced the same way, the sessions read from `revoked_sessions`), and every
 stream ends when the listener lost its connection, since pushes may have been missed meanwhile:
-clients reconnect and catch up with the list.
+clients reconnect and catch up (Last-Event-ID). The streams are the only per-process state: what
+they show is already in Postgres.
 """
 
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -19,16 +23,16 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
-import orjson
 
-from services.notifications.queries import NEW_NOTIFICATION_CHANNEL, SESSIONS_REVOKED_CHANNEL
+from services.notifications import queries
 from services.notifications.views import notification_view
-from shopkit import db
+from shopkit import db, errors
 from shopkit.settings import ServiceSettings
 
 log = logging.getLogger("services.notifications.hub")
 
 END = None  # what a stream's queue receives when the stream must end
+NEW, REVOKED = "new", "revoked"
 
 
 @dataclass(eq=False)
@@ -43,40 +47,97 @@ class Stream:
             self.pushes.put_nowait(item)
 
 
+@dataclass(frozen=True)
+class Notice:
+    kind: str  # NEW or REVOKED
+    user_id: UUID
+    row_id: UUID  # the notification, or the revocation event
+
+
+class HubFull(errors.ServiceUnavailable):
+    message = "This instance has as many event streams open as it serves; try again shortly."
+
+
 class Hub:
-    def __init__(self, settings: ServiceSettings) -> None:
+    def __init__(self, settings: ServiceSettings, pool: asyncpg.Pool, ceiling: int) -> None:
         self._settings = settings
+        self._pool = pool
+        self._ceiling = ceiling
         self._streams: dict[UUID, set[Stream]] = defaultdict(set)
+        self._connected = 0
+        self._notices: list[Notice] = []
+        self._noticed = asyncio.Event()
+        # This process's streams in `open_streams`, renewed under this id.
+        self.instance_id = uuid.uuid4()
 
     @contextlib.asynccontextmanager
     async def subscribe(self, user_id: UUID, session_id: UUID | None) -> AsyncIterator[Stream]:
+        """A stream of the user's, pushed to from now on; HubFull (503) past the ceiling."""
+        if self._connected >= self._ceiling:
+            raise HubFull()
         stream = Stream(session_id)
         self._streams[user_id].add(stream)
+        self._connected += 1
         try:
             yield stream
         finally:
+            self._connected -= 1
             self._streams[user_id].discard(stream)
             if not self._streams[user_id]:
                 del self._streams[user_id]
 
     @property
     def connected(self) -> int:
-        return sum(len(streams) for streams in self._streams.values())
+        return self._connected
 
-    def _on_notification(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        row = orjson.loads(payload)  # the new row, as queries.add sends it
-        streams = self._streams.get(UUID(row["user_id"]), ())
-        if streams:
-            view = notification_view(row).model_dump(mode="json", by_alias=True)
-            for stream in streams:
-                stream.push(view)
+    def _on_notice(self, _conn: object, _pid: int, channel: str, payload: str) -> None:
+        """Notes a notice for a user with a stream here; the reading is `_deliver`'s."""
+        user, _, row = payload.partition(":")
+        try:
+            notice = Notice(NEW if channel == queries.NEW_NOTIFICATION_CHANNEL else REVOKED,
+                            UUID(user), UUID(row))
+        except ValueError:
+            log.warning("unreadable notice ignored", extra={"channel": channel})
+            return
+        if notice.user_id in self._streams:
+            self._notices.append(notice)
+            self._noticed.set()
 
-    def _on_revoked(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        message = orjson.loads(payload)
-        revoked = {UUID(s) for s in message["sessionIds"]}
-        for stream in self._streams.get(UUID(message["userId"]), ()):
-            if stream.session_id in revoked:
-                stream.push(END)
+    async def _deliver(self) -> None:
+        """Reads what the notices name, in one round trip per kind for all the notices that
+        came meanwhile, and hands it to the streams in the order the notices came."""
+        while True:
+            await self._noticed.wait()
+            self._noticed.clear()
+            notices, self._notices = self._notices, []
+            try:
+                await self._apply(notices)
+            except db.DATABASE_ERRORS as exc:
+                # What they were told is unknown: their streams end, and the clients catch up.
+                log.warning("notices unread: %s", type(exc).__name__)
+                for user in {notice.user_id for notice in notices}:
+                    for stream in self._streams.get(user, ()):
+                        stream.push(END)
+
+    async def _apply(self, notices: list[Notice]) -> None:
+        new = [(n.user_id, n.row_id) for n in notices if n.kind == NEW]
+        revoked = [(n.user_id, n.row_id) for n in notices if n.kind == REVOKED]
+        async with self._pool.acquire() as conn:
+            rows = {r["id"]: r for r in await queries.notifications_by_id(conn, new)} if new else {}
+            ended = (
+                {(r["user_id"], r["session_id"]) for r in await queries.revoked_sessions(
+                    conn, revoked)} if revoked else set()
+            )
+        for notice in notices:
+            streams = self._streams.get(notice.user_id, ())
+            if notice.kind == NEW and (row := rows.get(notice.row_id)) is not None:
+                view = notification_view(row).model_dump(mode="json", by_alias=True)
+                for stream in streams:
+                    stream.push(view)
+            elif notice.kind == REVOKED:
+                for stream in streams:
+                    if (notice.user_id, stream.session_id) in ended:
+                        stream.push(END)
 
     def _end_all(self) -> None:
         for streams in self._streams.values():
@@ -85,24 +146,29 @@ class Hub:
 
     async def run(self) -> None:
         """Listens until cancelled, reconnecting after Postgres restarts."""
+        delivering = asyncio.create_task(self._deliver(), name="notification-delivery")
         delay = 0.2
-        while True:
-            try:
-                await self._listen_until_lost()
-                delay = 0.2
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("notification listener down: %s", type(exc).__name__)
-            self._end_all()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+        try:
+            while True:
+                try:
+                    await self._listen_until_lost()
+                    delay = 0.2
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                    log.warning("notification listener down: %s", type(exc).__name__)
+                self._end_all()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        finally:
+            delivering.cancel()
+            await asyncio.gather(delivering, return_exceptions=True)
 
     async def _listen_until_lost(self) -> None:
         conn = await db.connect(self._settings, "notifications")
         lost = asyncio.Event()
         conn.add_termination_listener(lambda _conn: lost.set())
         try:
-            await conn.add_listener(NEW_NOTIFICATION_CHANNEL, self._on_notification)
-            await conn.add_listener(SESSIONS_REVOKED_CHANNEL, self._on_revoked)
+            await conn.add_listener(queries.NEW_NOTIFICATION_CHANNEL, self._on_notice)
+            await conn.add_listener(queries.SESSIONS_REVOKED_CHANNEL, self._on_notice)
             await lost.wait()
         finally:
             if not conn.is_closed():

@@ -1,20 +1,27 @@
 """HTTP endpoints of the notifications service."""
 
 import asyncio
+import contextlib
+import time
+import uuid
+from typing import Any
 
+import asyncpg
 import orjson
 from aiohttp import web
-from aiohttp_sse import sse_response
+from aiohttp_sse import EventSourceResponse, sse_response
 from pydantic import Field
 
 from services.notifications import queries
-from services.notifications.hub import END, Hub
+from services.notifications.hub import END, Hub, Stream
+from services.notifications.settings import NotificationsSettings
 from services.notifications.views import Notification, notification_view
 from shopkit import errors
 from shopkit.app import POOL_KEY, SETTINGS_KEY, require_user
+from shopkit.db import DATABASE_ERRORS
 from shopkit.openapi import Access, documented
 from shopkit.pagination import NEWEST, PageQuery, cursor_time, cursor_uuid, page_of
-from shopkit.web import ApiModel, ok, path_id
+from shopkit.web import ApiModel, ok, path_id, validate
 
 routes = web.RouteTableDef()
 HUB_KEY = web.AppKey("hub", Hub)
@@ -78,37 +85,121 @@ async def read_one(request: web.Request) -> web.Response:
     return ok(notification_view(row))
 
 
+class StreamHeaders(ApiModel):
+    last_event_id: uuid.UUID | None = Field(
+        None, alias="Last-Event-ID",
+        description="The id of the last notification received: the stream first sends every "
+                    "one of yours created after it, oldest first.",
+    )
+
+
+CATCH_UP_PAGE = 100
+
+
 @routes.get("/api/notifications/stream")
 @documented("New notifications as Server-Sent Events (`event: notification`)", Access.USER,
-            media_type="text/event-stream")
+            headers=StreamHeaders, media_type="text/event-stream",
+            errors={429: "You have as many streams open as allowed (`too_many_streams`).",
+                    503: "This instance serves as many streams as it can; retry after "
+                         "`Retry-After` seconds."})
 async def stream(request: web.Request) -> web.StreamResponse:
-    """Server-Sent Events: one `notification` event per new notification while connected."""
+    """Server-Sent Events: after a reconnect (Last-Event-ID), every notification of the user's
+    created since that one, oldest first; then one `notification` event per new notification
+    while connected. The stream ends when its session does (revoked, or over)."""
     caller = require_user(request)
     assert caller.user_id
-    interval = request.app[SETTINGS_KEY].sse_ping_interval_seconds  # type: ignore[attr-defined]
-    # Subscribed before the response starts: whatever is created once the client has the
-    # headers reaches it.
+    resume_after = validate(
+        StreamHeaders, {"Last-Event-ID": request.headers.get("Last-Event-ID")}
+    ).last_event_id
+    settings: NotificationsSettings = request.app[SETTINGS_KEY]  # type: ignore[assignment]
     hub = request.app[HUB_KEY]
-    async with hub.subscribe(caller.user_id, caller.session_id) as stream, sse_response(
-        request, ping_interval=interval, headers={"X-Accel-Buffering": "no"}
-    ) as events:
-        closed = asyncio.ensure_future(events.wait())
+    pool = request.app[POOL_KEY]
+    stream_id = uuid.uuid4()
+    # Subscribed before anything is read or sent: whatever is created from now on reaches it.
+    async with hub.subscribe(caller.user_id, caller.session_id) as stream:
+        async with pool.acquire() as conn:
+            admitted = await queries.open_stream(
+                conn, stream_id, caller.user_id, hub.instance_id,
+                settings.stream_lease_seconds, settings.max_streams_per_user,
+            )
+        if not admitted:
+            raise errors.TooManyRequests(
+                STREAM_RETRY_SECONDS,
+                f"You have {settings.max_streams_per_user} event streams open already; "
+                "close one first.", code="too_many_streams",
+            )
         try:
-            while True:
-                next_push = asyncio.ensure_future(stream.pushes.get())
-                done, _ = await asyncio.wait(
-                    {next_push, closed}, return_when=asyncio.FIRST_COMPLETED
-                )
-                if next_push not in done:
-                    next_push.cancel()
-                    break
-                notification = next_push.result()
-                if notification is END:  # session revoked, or pushes may have been missed
-                    break
-                await events.send(
-                    orjson.dumps(notification).decode(), id=notification["id"],
-                    event="notification",
-                )
+            async with sse_response(
+                request, ping_interval=settings.sse_ping_interval_seconds,
+                headers={"X-Accel-Buffering": "no"},
+            ) as events:
+                sent = await _catch_up(events, pool, caller.user_id, resume_after)
+                await _follow(events, stream, sent, caller.session_ends_at)
         finally:
-            closed.cancel()
+            await _forget_stream(pool, stream_id)
     return events
+
+
+# How soon a client refused for having too many streams may try again.
+STREAM_RETRY_SECONDS = 5
+
+
+async def _catch_up(
+    events: EventSourceResponse, pool: asyncpg.Pool, user_id: uuid.UUID,
+    after: uuid.UUID | None,
+) -> set[str]:
+    """Sends every notification of the user's created after `after`, oldest first, and
+    returns their ids (a push of one of them may follow, and is not sent twice)."""
+    sent: set[str] = set()
+    while after is not None:
+        async with pool.acquire() as conn:
+            rows = await queries.notifications_after(conn, user_id, after, CATCH_UP_PAGE)
+        for row in rows:
+            view = notification_view(row).model_dump(mode="json", by_alias=True)
+            await _send(events, view)
+            sent.add(view["id"])
+        after = rows[-1]["id"] if len(rows) == CATCH_UP_PAGE else None
+    return sent
+
+
+async def _follow(
+    events: EventSourceResponse, stream: Stream, already_sent: set[str],
+    session_ends_at: float | None,
+) -> None:
+    """Sends each push until the client goes, the stream must end (END), or the session is
+    over."""
+    closed = asyncio.ensure_future(events.wait())
+    try:
+        while True:
+            left = None if session_ends_at is None else session_ends_at - time.time()
+            if left is not None and left <= 0:
+                return
+            next_push = asyncio.ensure_future(stream.pushes.get())
+            done, _ = await asyncio.wait(
+                {next_push, closed}, timeout=left, return_when=asyncio.FIRST_COMPLETED
+            )
+            if next_push not in done:
+                next_push.cancel()
+                if closed in done:
+                    return
+                continue  # the session's end came: checked at the top
+            notification = next_push.result()
+            if notification is END:  # session revoked, or pushes may have been missed
+                return
+            if notification["id"] not in already_sent:
+                await _send(events, notification)
+    finally:
+        closed.cancel()
+
+
+async def _send(events: EventSourceResponse, notification: dict[str, Any]) -> None:
+    await events.send(orjson.dumps(notification).decode(), id=notification["id"],
+                      event="notification")
+
+
+async def _forget_stream(pool: asyncpg.Pool, stream_id: uuid.UUID) -> None:
+    """The stream stops counting against its user at once; if the database cannot be told
+    now, its lease runs out instead."""
+    with contextlib.suppress(*DATABASE_ERRORS):
+        async with pool.acquire() as conn:
+            await queries.close_stream(conn, stream_id)

@@ -1,17 +1,34 @@
 """App factory of the orders service."""
 
+import logging
 from pathlib import Path
 
 from aiohttp import web
 
+from services.orders.orders import expire_overdue_orders
 from services.orders.routes import routes
 from services.orders.settings import OrdersSettings
-from shopkit.app import service_app
+from shopkit.app import POOL_KEY, SETTINGS_KEY, service_app
 from shopkit.migrations import service_migrations
+from shopkit.tasks import periodic
+
+log = logging.getLogger("services.orders")
 
 NAME = "orders"
 MIGRATIONS = service_migrations(NAME, Path(__file__).parent / "migrations")
 
 
+async def expire_orders(app: web.Application) -> None:
+    settings: OrdersSettings = app[SETTINGS_KEY]  # type: ignore[assignment]
+    expired = await expire_overdue_orders(app[POOL_KEY], settings.placed_order_ttl_seconds)
+    if expired:
+        log.info("placed orders expired", extra={"cancelled": expired})
+
+
 def create_app(settings: OrdersSettings) -> web.Application:
-    return service_app(NAME, settings, MIGRATIONS, routes)
+    app = service_app(NAME, settings, MIGRATIONS, routes)
+    app.cleanup_ctx.append(
+        periodic("placed-order-expiry", settings.placed_order_sweep_interval_seconds,
+                 expire_orders)
+    )
+    return app

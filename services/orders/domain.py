@@ -28,6 +28,8 @@ FORWARD = [
     OrderStatus.DELIVERED,
 ]
 CANCELLABLE = frozenset({OrderStatus.PLACED, OrderStatus.CONFIRMED})
+# The history note of an order the system cancelled because it stayed `placed` too long.
+EXPIRED_NOTE = "expired"
 # A product's stock stays well inside the 32-bit column, cancellations included.
 MAX_STOCK = 1_000_000_000
 

@@ -14,8 +14,9 @@ from pydantic import Field, StrictInt, StringConstraints, field_validator
 
 from services.orders import domain, queries
 from services.orders.domain import OrderStatus
+from services.orders.settings import OrdersSettings
 from shopkit import errors
-from shopkit.app import POOL_KEY, require_admin, require_user
+from shopkit.app import POOL_KEY, SETTINGS_KEY, require_admin, require_user
 from shopkit.events import Event
 from shopkit.identity import Identity, Role
 from shopkit.openapi import Access, documented
@@ -88,7 +89,7 @@ class Item(ApiModel):
 class HistoryEntry(ApiModel):
     status: OrderStatus
     note: str | None
-    changed_by: uuid.UUID
+    changed_by: uuid.UUID | None  # None: the system (an order that expired unconfirmed)
     changed_at: datetime
 
 
@@ -200,7 +201,8 @@ async def get_order(request: web.Request) -> web.Response:
 @documented("Place an order: stock for every line taken, all or nothing", Access.USER,
             body=OrderIn, headers=PlacementHeaders, answer=Order, status=201,
             errors={404: "No such address of yours.",
-                    409: "Not enough stock (`insufficient_stock`, lines in `details`), or the "
+                    409: "Not enough stock (`insufficient_stock`, lines in `details`), too many "
+                         "of your orders are still placed (`too_many_open_orders`), or the "
                          "Idempotency-Key was used for another body (`idempotency_key_reused`)."})
 async def place_order(request: web.Request) -> web.Response:
     caller = require_user(request)
@@ -211,19 +213,28 @@ async def place_order(request: web.Request) -> web.Response:
     ).idempotency_key
     # The request as understood (unknown fields dropped), whatever its spelling.
     fingerprint = domain.fingerprint(body.model_dump(mode="json"))
+    max_open = _settings(request).max_open_orders_per_user
     async with request.app[POOL_KEY].acquire() as conn:
-        order = await _place(conn, caller.user_id, body, key, fingerprint, request_id(request))
+        order = await _place(
+            conn, caller.user_id, body, key, fingerprint, max_open, request_id(request)
+        )
     return ok(order, status=201)
+
+
+def _settings(request: web.Request) -> OrdersSettings:
+    settings: OrdersSettings = request.app[SETTINGS_KEY]  # type: ignore[assignment]
+    return settings
 
 
 async def _place(
     conn: asyncpg.Connection, user_id: uuid.UUID, body: OrderIn, key: str | None,
-    fingerprint: bytes, rid: str,
+    fingerprint: bytes, max_open: int, rid: str,
 ) -> Order:
     """One round trip: queries.place_order checks, prices and writes the order with its event
     in one statement, under the products' locks. When it writes nothing, what it read says
     why: an order placed earlier with this Idempotency-Key (that order is the answer), an
-    address that is not the user's, or lines the domain finds unknown or short. A concurrent
+    address that is not the user's, too many open orders, or lines the domain finds unknown or
+    short. A concurrent
     retry with the same key is caught by the unique index: its order is the answer.
     """
     order_id = uuid.uuid4()
@@ -236,7 +247,7 @@ async def _place(
     try:
         row = await queries.place_order(
             conn, order_id, user_id, body.address_id, lines, body.note, key, fingerprint,
-            event_parameters(event, aggregate_id=str(order_id), request_id=rid),
+            max_open, event_parameters(event, aggregate_id=str(order_id), request_id=rid),
         )
     except asyncpg.UniqueViolationError as exc:
         if key is None or exc.constraint_name != queries.IDEMPOTENCY_INDEX:
@@ -252,6 +263,11 @@ async def _place(
         return await _replay(conn, await queries.order_by_key(conn, user_id, key), fingerprint)
     if not row["address_found"]:
         raise errors.NotFound("No such address.")
+    if row["too_many_open"]:
+        raise errors.Conflict(
+            f"You have {max_open} orders waiting to be confirmed; cancel one, or wait for them "
+            "to be confirmed, before placing another.", code="too_many_open_orders",
+        )
     _check_stock(lines, {p[0]: domain.StockedProduct(*p) for p in row["products"]})
     raise RuntimeError("the stock checks of place_order and of the domain disagree")
 
@@ -317,26 +333,30 @@ async def set_order_status(request: web.Request) -> web.Response:
 async def _change_status(
     request: web.Request, caller: Identity, order_id: uuid.UUID, change: StatusChange
 ) -> web.Response:
+    assert caller.user_id
     async with request.app[POOL_KEY].acquire() as conn:
-        return ok(await _move(conn, caller, order_id, change, request_id(request)))
+        return ok(await _move(
+            conn, order_id, change, domain.reachable_from(change.status), caller.user_id,
+            caller.role is Role.ADMIN, request_id(request),
+        ))
 
 
 async def _move(
-    conn: asyncpg.Connection, caller: Identity, order_id: uuid.UUID, change: StatusChange,
-    rid: str,
+    conn: asyncpg.Connection, order_id: uuid.UUID, change: StatusChange,
+    reachable_from: list[OrderStatus], by: uuid.UUID | None, any_owner: bool, rid: str | None,
 ) -> Order:
     """One round trip: queries.move_order checks the move against the status it reads under
     the order's lock, and writes it with its history, its event and (for a cancellation) the
     stock given back, in one statement. The rules stay the domain's: the statement is given
-    the statuses that `change.status` may be reached from, and whether it gives stock back."""
-    assert caller.user_id
+    the statuses the order may move from, and whether the move gives stock back. `by` is
+    whoever moves it (None: the system), `any_owner` whether they may move others' orders."""
     # The statement completes the event with the owner, the old status, the version and time.
     event = Event(type="order.status_changed", source="orders", data={
         "orderId": str(order_id), "to": change.status.value, "note": change.note,
     })
     row = await queries.move_order(
-        conn, order_id, change.status, domain.reachable_from(change.status), change.note,
-        caller.user_id, caller.role is Role.ADMIN, domain.gives_stock_back(change.status),
+        conn, order_id, change.status, reachable_from, change.note, by, any_owner,
+        domain.gives_stock_back(change.status),
         event_parameters(event, aggregate_id=str(order_id), request_id=rid),
     )
     if row["current_status"] is None:
@@ -357,3 +377,33 @@ async def _move(
         [Item.model_validate(item) for item in row["items"]],
         [HistoryEntry.model_validate(entry) for entry in history],
     )
+
+
+# Expiry ------------------------------------------------------------------------------------
+
+EXPIRY_BATCH = 100
+EXPIRY = StatusChange(status=OrderStatus.CANCELLED, note=domain.EXPIRED_NOTE)
+
+
+async def expire_overdue_orders(pool: asyncpg.Pool, ttl_seconds: int) -> int:
+    """Cancels the orders left `placed` longer than `ttl_seconds`, as any cancellation is made
+    (history, event, stock given back), by the system: the history entry's note is
+    domain.EXPIRED_NOTE and nobody is named as having changed it. Returns how many it
+    cancelled.
+
+    Several instances may sweep at once: each move checks, under the order's lock, that the
+    order is still `placed` (an order confirmed or cancelled meanwhile is left as it is), so an
+    order expires once.
+    """
+    expired = 0
+    while True:
+        async with pool.acquire() as conn:
+            overdue = await queries.overdue_placed_orders(conn, ttl_seconds, EXPIRY_BATCH)
+            for order_id in overdue:
+                try:
+                    await _move(conn, order_id, EXPIRY, [OrderStatus.PLACED], None, True, None)
+                    expired += 1
+                except (errors.Conflict, errors.NotFound):
+                    pass  # confirmed, cancelled or gone since it was read: not overdue now
+        if len(overdue) < EXPIRY_BATCH:
+            return expired

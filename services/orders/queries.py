@@ -199,7 +199,8 @@ _CREATED_COMPLETION = f"""jsonb_build_object(
     'data', jsonb_build_object('totalCents', total, 'items', items))"""
 
 # Parameters: $1 order id, $2 user, $3 address, $4 the lines' products, $5 their quantities,
-# $6 note, $7 Idempotency-Key, $8 fingerprint, $9-$13 the event.
+# $6 note, $7 Idempotency-Key, $8 fingerprint, $9 the user's cap on open orders, $10-$14 the
+# event.
 _PLACE_ORDER = f"""
     WITH earlier AS (
         SELECT id FROM orders WHERE user_id = $2 AND idempotency_key = $7
@@ -230,19 +231,30 @@ _PLACE_ORDER = f"""
         FROM shipping
         WHERE NOT EXISTS (SELECT FROM earlier)
           AND (SELECT count(*) FROM wanted) = cardinality($4::uuid[])
+    ), counted AS (
+        -- One more open order for the user, unless they have $9 already. ON CONFLICT waits
+        -- for a concurrent placement's lock on the row and then reads the row as it left it
+        -- (not as this statement's snapshot had it), so concurrent placements count one
+        -- after another, on any number of instances. It runs after the products are locked
+        -- (it needs `go`), as cancellations take the same locks: products, then this row.
+        INSERT INTO open_orders AS o (user_id, placed) SELECT $2, 1 FROM go
+        ON CONFLICT (user_id) DO UPDATE SET placed = o.placed + 1 WHERE o.placed < $9
+        RETURNING placed
+    ), admitted AS (
+        SELECT go.* FROM go, counted
     ), taken AS (
         -- The stock left is reckoned from the locked row, not as `stock - quantity`: the
         -- CHECK on the column is tested on the row as this statement's snapshot had it, before
         -- the update moves to the latest version, so a stock given back since (a cancellation
         -- committed while this statement waited for the lock) failed it.
         UPDATE products SET stock = w.stock_left, updated_at = now()
-        FROM wanted w, go
+        FROM wanted w, admitted
         WHERE products.id = w.product_id
           AND products.id = ANY($4::uuid[])  -- through the index, for any number of lines
     ), placed AS (
         INSERT INTO orders (id, user_id, status, total_cents, shipping_address, note,
                             idempotency_key, request_fingerprint, created_at, updated_at)
-        SELECT $1, $2, 'placed', total, address, $6, $7, $8, placed_at, placed_at FROM go
+        SELECT $1, $2, 'placed', total, address, $6, $7, $8, placed_at, placed_at FROM admitted
         RETURNING {_ORDER}
     ), written_items AS (
         INSERT INTO order_items (order_id, line_no, {", ".join(_ITEM_COLUMNS)})
@@ -251,17 +263,20 @@ _PLACE_ORDER = f"""
     ), history AS (
         INSERT INTO order_history (order_id, version, status, changed_by, changed_at)
         SELECT id, version, status, user_id, created_at FROM placed
-    ), event AS ({event_insert(9, gate="go", completion=_CREATED_COMPLETION)})
-    SELECT placed.*, go.items, (SELECT id FROM earlier) AS earlier,
+    ), event AS ({event_insert(10, gate="admitted", completion=_CREATED_COMPLETION)})
+    SELECT placed.*, admitted.items, (SELECT id FROM earlier) AS earlier,
         EXISTS (SELECT FROM shipping) AS address_found,
+        EXISTS (SELECT FROM go) AND NOT EXISTS (SELECT FROM counted) AS too_many_open,
         CASE WHEN go.placed_at IS NULL THEN ARRAY(SELECT p FROM locked p) END AS products
-    FROM (SELECT) AS always LEFT JOIN go ON true LEFT JOIN placed ON true
+    FROM (SELECT) AS always LEFT JOIN go ON true LEFT JOIN admitted ON true
+        LEFT JOIN placed ON true
 """
 
 
 async def place_order(
     conn: Conn, order_id: UUID, user_id: UUID, address_id: UUID, lines: Sequence[Line],
-    note: str | None, key: str | None, fingerprint: bytes, event: tuple[Any, ...],
+    note: str | None, key: str | None, fingerprint: bytes, max_open: int,
+    event: tuple[Any, ...],
 ) -> asyncpg.Record:
     """Places the order in one statement, and so in one transaction of its own: locks the
     lines' products, prices each line at its product's price as the lock shows it, and takes
@@ -269,21 +284,23 @@ async def place_order(
     `event_parameters`, completed with the time, the items and the total).
 
     Nothing is written unless the address is the user's, no order was placed with this
-    Idempotency-Key, and every line is in stock on the locked rows, at their latest: so the
-    stock can never go below what was ordered, on any number of instances (the CHECK on the
-    column is the last line), and an order is priced at the prices current when it took the
-    stock.
+    Idempotency-Key, the user has fewer than `max_open` orders in `placed` (counted in
+    open_orders, raised here), and every line is in stock on the locked rows, at their latest:
+    so the stock can never go below what was ordered, on any number of instances (the CHECK on
+    the column is the last line), and an order is priced at the prices current when it took
+    the stock.
 
     Returns the order's row and its `items` (as the API writes them). When nothing was
     written, its `id` is None and the rest says why: `earlier`, the order this key placed;
-    `address_found`; and `products`, the lines' products as locked, each a tuple of
+    `address_found`; `too_many_open`; and `products`, the lines' products as locked, each a
+    tuple of
     `_PRODUCT`'s columns (those of domain.StockedProduct). A concurrent request with
     the same Idempotency-Key makes it raise UniqueViolationError on IDEMPOTENCY_INDEX.
     """
     row = await conn.fetchrow(
         _PLACE_ORDER,
         order_id, user_id, address_id, [line.product_id for line in lines],
-        [line.quantity for line in lines], note, key, fingerprint, *event,
+        [line.quantity for line in lines], note, key, fingerprint, max_open, *event,
     )
     if row["id"] is not None:
         event_written(conn)
@@ -298,8 +315,8 @@ _MOVED_COMPLETION = f"""jsonb_build_object(
     'data', jsonb_build_object('userId', user_id, 'from', previous, 'version', version))"""
 
 # Parameters: $1 order id, $2 the new status, $3 the statuses it may be reached from, $4 the
-# history note, $5 the caller, $6 whether the caller may move others' orders, $7 whether the
-# move gives the order's stock back, $8-$12 the event.
+# history note, $5 the caller (NULL: the system), $6 whether the caller may move others'
+# orders, $7 whether the move gives the order's stock back, $8-$12 the event.
 _MOVE_ORDER = f"""
     WITH current AS (
         -- Locked until commit: changes of one order happen one after another. FOR UPDATE
@@ -330,6 +347,14 @@ _MOVE_ORDER = f"""
         UPDATE products SET stock = l.stock + lines.quantity, updated_at = now()
         FROM locked l JOIN lines ON lines.product_id = l.id
         WHERE products.id = l.id
+    ), released AS (
+        -- An order leaving `placed` is one open order fewer for its owner. The condition on
+        -- `locked` makes this wait for the products' locks first: placing takes the same two
+        -- kinds of lock in that order (products, then this row), so the two never deadlock.
+        UPDATE open_orders SET placed = open_orders.placed - 1
+        FROM moved
+        WHERE open_orders.user_id = moved.user_id AND moved.previous = 'placed'
+          AND (SELECT count(*) FROM locked) >= 0
     ), event AS ({event_insert(8, gate="moved", completion=_MOVED_COMPLETION)})
     SELECT visible.status AS current_status, moved.*, history.entry,
         (SELECT jsonb_agg({_api_object("i", _ITEM_COLUMNS)} ORDER BY line_no)
@@ -343,11 +368,12 @@ _MOVE_ORDER = f"""
 
 async def move_order(
     conn: Conn, order_id: UUID, status: str, reachable_from: Sequence[str], note: str | None,
-    caller: UUID, any_owner: bool, gives_stock_back: bool, event: tuple[Any, ...],
+    caller: UUID | None, any_owner: bool, gives_stock_back: bool, event: tuple[Any, ...],
 ) -> asyncpg.Record:
-    """Moves the order to `status` if it is now in `reachable_from` and the caller may move
-    it: its new version, its history entry, its event and, if `gives_stock_back`, its lines'
-    stock given back, in one statement (one round trip, its own transaction).
+    """Moves the order to `status` if it is now in `reachable_from` and the caller (None: the
+    system) may move it: its new version, its history entry, its event, its owner's count of
+    open orders and, if `gives_stock_back`, its lines' stock given back, in one statement
+    (one round trip, its own transaction).
 
     Returns `current_status`: None when the order does not exist or is not the caller's.
     When it moved, the order's row as it now is, its `items` and its history: the
@@ -360,6 +386,19 @@ async def move_order(
     if row["id"] is not None:
         event_written(conn)
     return row
+
+
+async def overdue_placed_orders(conn: Conn, ttl_seconds: int, limit: int) -> list[UUID]:
+    """Orders still `placed` `ttl_seconds` after they were placed, oldest first."""
+    rows = await conn.fetch(
+        """
+        SELECT id FROM orders
+        WHERE status = 'placed' AND created_at < now() - make_interval(secs => $1)
+        ORDER BY created_at LIMIT $2
+        """,
+        ttl_seconds, limit,
+    )
+    return [row["id"] for row in rows]
 
 
 async def order(conn: Conn, order_id: UUID) -> asyncpg.Record | None:

@@ -114,7 +114,7 @@ async def _login_failure(client: aiohttp.ClientSession, email: str) -> tuple[int
 async def test_wrong_password_and_unknown_email_are_indistinguishable(databases) -> None:
     # A system of its own with generous limits, so six failures per account are not throttled.
     async with running_system(
-        databases, auth={"login_max_failures_per_account": 100}
+        databases, auth={"login_max_failures_per_account_and_address": 100}
     ) as own, aiohttp.ClientSession(base_url=own.gateway_url) as client:
         known = unique_email()
         await register(client, known)
@@ -170,7 +170,7 @@ async def test_sessions_list_revoke_and_logout_all(client: aiohttp.ClientSession
     assert [s["current"] for s in sessions].count(True) == 1
     current = next(s for s in sessions if s["current"])
     assert current["userAgent"] == "laptop/2.0"
-    assert set(current) == {"id", "createdAt", "expiresAt", "userAgent", "current"}
+    assert set(current) == {"id", "createdAt", "expiresAt", "lastSeenAt", "userAgent", "current"}
     phone = next(s for s in sessions if s["userAgent"] == "phone/1.0")
 
     async with client.delete(f"/api/users/sessions/{phone['id']}", headers=bearer(second)) as r:

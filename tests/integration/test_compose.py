@@ -12,6 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
+from unittest import mock
 from urllib.parse import urlsplit
 
 import pytest
@@ -31,13 +32,14 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 # Dummy values for every secret the file requires; recognisable, so the checks below can tell
 # that each reached the right place.
 SECRETS = {
-    "IDENTITY_SECRET": "dummy-identity-secret-at-least-32-characters",
     "POSTGRES_PASSWORD": "dummy-postgres",
     "RABBITMQ_PASSWORD": "dummy-rabbitmq",
-    "AUTH_DB_PASSWORD": "dummy-auth",
-    "ORDERS_DB_PASSWORD": "dummy-orders",
-    "TRACKING_DB_PASSWORD": "dummy-tracking",
-    "NOTIFICATIONS_DB_PASSWORD": "dummy-notifications",
+    **{f"{name}_IDENTITY_SECRET": f"dummy-{name.lower()}-identity-secret-of-32-characters"
+       for name in ("AUTH", "ORDERS", "TRACKING", "NOTIFICATIONS")},
+    **{f"{name}_DB_PASSWORD": f"dummy-{name.lower()}"
+       for name in ("AUTH", "ORDERS", "TRACKING", "NOTIFICATIONS")},
+    **{f"{name}_BROKER_PASSWORD": f"dummy-{name.lower()}-broker"
+       for name in ("AUTH", "ORDERS", "TRACKING", "NOTIFICATIONS", "GATEWAY")},
 }
 
 SERVICES: dict[str, type[BaseSettings]] = {
@@ -176,8 +178,9 @@ def test_every_setting_is_wired(services: dict[str, Service], name: str) -> None
         field.upper() for field in settings_class.model_fields if field.upper() not in env
     )
     assert not missing, f"{name}'s environment lacks {missing}"
-    # The values must also be ones the component accepts.
-    settings_class(**{field: env[field.upper()] for field in settings_class.model_fields})
+    # The values must also be ones the component accepts, read as it reads them.
+    with mock.patch.dict(os.environ, env, clear=True):
+        settings_class()
 
 
 @pytest.mark.parametrize("name", COMPONENTS)
@@ -208,10 +211,16 @@ def test_only_the_gateway_publishes_a_port(services: dict[str, Service]) -> None
     assert not publishing
 
 
-def test_components_share_the_identity_secret(services: dict[str, Service]) -> None:
-    # The gateway signs identities that the services verify with the same secret.
-    for name in COMPONENTS:
-        assert environment(services[name])["IDENTITY_SECRET"] == SECRETS["IDENTITY_SECRET"]
+@pytest.mark.parametrize("name", SERVICES)
+def test_each_service_shares_a_key_of_its_own_with_the_gateway(
+    services: dict[str, Service], name: str
+) -> None:
+    secret = environment(services[name])["IDENTITY_SECRET"]
+    assert secret == environment(services["gateway"])[f"{name.upper()}_IDENTITY_SECRET"]
+    assert secret == SECRETS[f"{name.upper()}_IDENTITY_SECRET"]
+    others = [environment(services[other])["IDENTITY_SECRET"] for other in SERVICES
+              if other != name]
+    assert secret not in others
 
 
 @pytest.mark.parametrize("name", SERVICES)
@@ -230,10 +239,25 @@ def test_bootstrap_signs_in_as_the_postgres_admin(services: dict[str, Service]) 
     assert url.password == environment(services["postgres"])["POSTGRES_PASSWORD"]
 
 
-@pytest.mark.parametrize("name", SERVICES)
-def test_services_sign_in_to_rabbitmq(services: dict[str, Service], name: str) -> None:
-    url = urlsplit(environment(services[name])["RABBITMQ_URL"])
+@pytest.mark.parametrize("name", COMPONENTS)
+def test_each_component_signs_in_to_rabbitmq_as_its_own_user(
+    services: dict[str, Service], name: str
+) -> None:
+    """Bootstrap makes each component's user from the URL it is given: the component signs in
+    with that same URL, as a user of its own, never as the administrator."""
+    own = environment(services[name])["RABBITMQ_URL"]
+    assert own == environment(services["bootstrap"])[f"{name.upper()}_RABBITMQ_URL"]
+    url = urlsplit(own)
+    assert (url.hostname, url.username) == ("rabbitmq", f"shop_{name}")
+    assert url.password == SECRETS[f"{name.upper()}_BROKER_PASSWORD"]
+
+
+def test_bootstrap_signs_in_to_rabbitmq_as_its_administrator(
+    services: dict[str, Service],
+) -> None:
     broker = environment(services["rabbitmq"])
-    assert url.hostname == "rabbitmq"
-    assert url.username == broker["RABBITMQ_DEFAULT_USER"]
-    assert url.password == broker["RABBITMQ_DEFAULT_PASS"] == SECRETS["RABBITMQ_PASSWORD"]
+    for name in ("RABBITMQ_URL", "RABBITMQ_MANAGEMENT_URL"):
+        url = urlsplit(environment(services["bootstrap"])[name])
+        assert url.hostname == "rabbitmq"
+        assert url.username == broker["RABBITMQ_DEFAULT_USER"]
+        assert url.password == broker["RABBITMQ_DEFAULT_PASS"] == SECRETS["RABBITMQ_PASSWORD"]

@@ -20,6 +20,7 @@ from shopkit.consumer import (
     EventHandler,
     IncomingEvent,
     Subscription,
+    declare_all,
 )
 from tests.conftest import scratch_settings
 from tests.events import publish_event, take_dead_letters
@@ -72,6 +73,7 @@ async def scratch(admin_db: asyncpg.Pool) -> AsyncIterator[Scratch]:
             channel = await connection.channel()
             for suffix in ("", ".dlq", ".retry"):
                 await channel.queue_delete(f"test.{schema}{suffix}")
+            await channel.exchange_delete(f"test.{schema}.requeue")
 
 
 def _settings() -> TrackingSettings:
@@ -91,9 +93,11 @@ async def _consuming(scratch: Scratch) -> asyncio.Task[None]:
         await _insert(conn, [event])
 
     handler = EventHandler(Counted, insert_one, deduplicates_itself=True, apply_many=insert_many)
-    consumer = Consumer(
-        scratch.pool, _settings(), Subscription(scratch.queue, {scratch.event_type: handler})
+    subscription = Subscription(
+        scratch.queue, {scratch.event_type: handler}, owners={"test": "test"}
     )
+    await declare_all(RABBITMQ_URL, [subscription])  # the bootstrap's part
+    consumer = Consumer(scratch.pool, _settings(), subscription)
     task = asyncio.create_task(consumer.run())
     await eventually(lambda: _true(consumer.is_consuming))
     return task

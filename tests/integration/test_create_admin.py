@@ -8,7 +8,14 @@ import aiohttp
 
 from shopkit.bootstrap import ServiceDatabase
 from tests.conftest import unique_email
-from tests.system import IDENTITY_SECRET, RABBITMQ_URL, register
+from tests.system import (
+    IDENTITY_SECRETS,
+    bearer,
+    component_rabbitmq_url,
+    eventually,
+    login,
+    register,
+)
 
 
 async def _create_admin(
@@ -17,8 +24,8 @@ async def _create_admin(
     env = {
         **os.environ,
         "DATABASE_URL": databases["auth"].dsn,
-        "IDENTITY_SECRET": IDENTITY_SECRET,
-        "RABBITMQ_URL": RABBITMQ_URL,
+        "IDENTITY_SECRET": IDENTITY_SECRETS["auth"],
+        "RABBITMQ_URL": component_rabbitmq_url("auth"),
     }
     env.pop("ADMIN_PASSWORD", None)
     if password is not None:
@@ -51,6 +58,24 @@ async def test_create_admin_creates_then_promotes(databases, client) -> None:
     assert code == 0 and "promoted" in output, output
     assert await _admin_login(client, user_email, "new admin password") == 200
     assert await _admin_login(client, user_email, "user password") == 401
+
+
+async def test_a_promotion_ends_every_session_the_account_had(databases, client) -> None:
+    """The contract's §2: a session opened before the promotion (with a user's rights) does
+    not become an admin's; it ends, on every gateway instance, and the admin signs in again."""
+    email = unique_email()
+    await register(client, email, password="user password")
+    before = await login(client, email, password="user password")
+    code, output = await _create_admin(databases, email, "admin password 2")
+    assert code == 0 and "promoted" in output, output
+
+    async def refused() -> bool:
+        async with client.get("/api/admin/orders", headers=bearer(before)) as response:
+            return response.status == 401
+
+    await eventually(refused, deadline_seconds=10)
+    async with client.get("/api/users/me", headers=bearer(before)) as response:
+        assert response.status == 401
 
 
 async def test_create_admin_refuses_bad_input(databases) -> None:

@@ -183,7 +183,7 @@ async def test_the_sweep_deletes_expired_sessions_one_instance_at_a_time(
     )
     assert [r["live"] for r in remaining] == [True]
     async with auth_app[POOL_KEY].acquire() as conn:
-        assert await queries.delete_expired(conn, SWEEP_LOCK) == 0
+        assert await queries.delete_expired(conn, SWEEP_LOCK, 86400) == 0
 
 
 async def test_pool_connections_go_out_in_the_order_they_were_asked_for() -> None:

@@ -14,13 +14,14 @@ import yarl
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from shopkit.identity import IDENTITY_HEADER, Identity, Role, sign_identity
+from shopkit.identity import IDENTITY_HEADER, Identity, IdentityKey, Role, sign_identity
 from tests.conftest import unique_email
 from tests.system import (
     System,
     another_gateway,
     bearer,
     create_product,
+    identity_key,
     register,
     running_system,
     wait_until_ready,
@@ -67,25 +68,29 @@ async def test_services_refuse_forged_replayed_and_stale_identities(
     user = await register(client, email)
     admin = Identity(Role.ADMIN, user_id=uuid.UUID(user["id"]))
     url = system.service_urls["auth"] + "/api/users/me"
+    auth = identity_key("auth")
     forged = {
-        "wrong secret": sign_identity(admin, b"x" * 32, "GET", "/api/users/me"),
-        "replayed onto another path": sign_identity(
-            admin, system.secret, "GET", "/api/users/sessions"
+        "wrong secret": sign_identity(
+            admin, IdentityKey("auth", b"x" * 32), "GET", "/api/users/me"
         ),
-        "replayed with another query": sign_identity(
-            admin, system.secret, "GET", "/api/users/me?x=1"
+        # What a service holding only its own key could make: another service refuses it.
+        "signed with the orders service's key": sign_identity(
+            admin, identity_key("orders"), "GET", "/api/users/me"
         ),
-        "another method": sign_identity(admin, system.secret, "POST", "/api/users/me"),
-        "too old": sign_identity(
-            admin, system.secret, "GET", "/api/users/me", now=time.time() - 300
+        "made for another service": sign_identity(
+            admin, IdentityKey("orders", auth.secret), "GET", "/api/users/me"
         ),
+        "replayed onto another path": sign_identity(admin, auth, "GET", "/api/users/sessions"),
+        "replayed with another query": sign_identity(admin, auth, "GET", "/api/users/me?x=1"),
+        "another method": sign_identity(admin, auth, "POST", "/api/users/me"),
+        "too old": sign_identity(admin, auth, "GET", "/api/users/me", now=time.time() - 300),
         "garbage": "abc.def",
     }
     async with aiohttp.ClientSession() as direct:
         for reason, header in forged.items():
             async with direct.get(url, headers={IDENTITY_HEADER: header}) as response:
                 assert response.status == 401, reason
-        good = sign_identity(admin, system.secret, "GET", "/api/users/me")
+        good = sign_identity(admin, auth, "GET", "/api/users/me")
         async with direct.get(url, headers={IDENTITY_HEADER: good}) as response:
             assert response.status == 200, "the signature scheme itself works"
 
@@ -98,7 +103,8 @@ async def test_identity_headers_sent_by_clients_are_ignored(
     someone_else = Identity(Role.ADMIN, user_id=uuid.uuid4())
     for path in ("/api/users/me", "/api/admin/orders"):
         # Even a correctly signed identity (as if captured from inside) is stripped by the gateway.
-        forged = sign_identity(someone_else, system.secret, "GET", path)
+        service = "auth" if path.startswith("/api/users") else "orders"
+        forged = sign_identity(someone_else, identity_key(service), "GET", path)
         async with client.get(path, headers={IDENTITY_HEADER: forged}) as response:
             assert response.status == 401, path
         for extra in ({}, {"Connection": f"keep-alive, {IDENTITY_HEADER}"}):

@@ -11,7 +11,7 @@ import pytest
 from shopkit.bootstrap import ServiceDatabase
 from shopkit.logs import json_handler
 from tests.conftest import unique_email
-from tests.system import IDENTITY_SECRET, bearer, call, login, place_order, register
+from tests.system import IDENTITY_SECRETS, bearer, call, login, place_order, register
 
 
 @pytest.fixture
@@ -54,7 +54,7 @@ async def test_logs_are_json_with_request_ids_and_keep_secrets_out(
     assert all(r.get("request_id") for r in records if r.get("logger") == "shopkit.access")
 
     everything = captured_logs.getvalue()
-    secrets = [token, admin_token, password, "wrong!", IDENTITY_SECRET]
+    secrets = [token, admin_token, password, "wrong!", *IDENTITY_SECRETS.values()]
     secrets += [d.password for d in databases.values() if d.password]
     for secret in secrets:
         assert secret not in everything

@@ -1,4 +1,5 @@
-"""What an operator scrapes: GET /metrics on every component."""
+"""What an operator scrapes: GET /metrics on every component's own metrics listener, never on
+the port clients reach."""
 
 import re
 
@@ -33,7 +34,7 @@ async def test_every_component_serves_its_metrics(
                {"status": "confirmed"})
     await call(client, "GET", "/api/nothing-here", user_token)
 
-    gateway = await _scrape(system.gateway_url)
+    gateway = await _scrape(system.metrics_url("gateway"))
     requests = gateway["shop_http_requests"]
     assert _value(requests, "shop_http_requests_total", component="gateway",
                   route=r"^/api/orders(/.*)?$", method="POST", status="201") >= 1
@@ -41,7 +42,7 @@ async def test_every_component_serves_its_metrics(
     assert _value(gateway["shop_http_request_duration_seconds"],
                   "shop_http_request_duration_seconds_count", component="gateway") >= 3
 
-    orders = await _scrape(system.service_urls["orders"])
+    orders = await _scrape(system.metrics_url("orders"))
     assert _value(orders["shop_http_requests"], "shop_http_requests_total", component="orders",
                   route="/api/orders", method="POST", status="201") >= 1
     routes = {s.labels["route"] for s in orders["shop_http_requests"]}
@@ -53,11 +54,26 @@ async def test_every_component_serves_its_metrics(
     assert "shop_outbox_backlog" in orders and "shop_outbox_oldest_age_seconds" in orders
 
     async def tracking_consumed() -> bool:
-        tracking = await _scrape(system.service_urls["tracking"])
+        tracking = await _scrape(system.metrics_url("tracking"))
         return _value(tracking["shop_events_consumed"], "shop_events_consumed_total",
                       queue="tracking.orders") >= 2
 
     await eventually(tracking_consumed)
-    notifications = await _scrape(system.service_urls["notifications"])
+    notifications = await _scrape(system.metrics_url("notifications"))
     assert "shop_sse_connections" in notifications
     assert "shop_events_dead_lettered" in notifications and "shop_events_retried" in notifications
+
+
+async def test_metrics_are_not_served_where_clients_reach(
+    system: System, client: aiohttp.ClientSession
+) -> None:
+    async with client.get("/metrics") as response:
+        assert response.status == 404, "the gateway's public port serves no metrics"
+        assert (await response.json())["code"] == "not_found"
+    async with aiohttp.ClientSession() as direct:
+        for name, url in system.service_urls.items():
+            async with direct.get(url + "/metrics") as response:
+                assert response.status in (401, 404), name
+                assert "shop_http_requests_total" not in await response.text()
+            async with direct.get(system.metrics_url(name) + "/metrics") as response:
+                assert response.status == 200, name

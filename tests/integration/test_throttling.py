@@ -1,12 +1,28 @@
-"""Failed sign-ins are counted in Postgres per account and per client address (429 past them)."""
+"""Failed sign-ins are counted in Postgres per account and client address, per account, and per
+address (429 past them); a guesser cannot lock an account's owner out."""
 
 import asyncio
 import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import aiohttp
+from multidict import CIMultiDict
 
 from tests.conftest import unique_email
 from tests.system import register, running_system
+
+
+def loopback_address() -> str:
+    """An address of 127.0.0.0/8 of the test's own: to the gateway, another client."""
+    return f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
+
+
+@asynccontextmanager
+async def client_from(base_url: str, address: str) -> AsyncIterator[aiohttp.ClientSession]:
+    connector = aiohttp.TCPConnector(local_addr=(address, 0))
+    async with aiohttp.ClientSession(base_url=base_url, connector=connector) as session:
+        yield session
 
 
 async def _attempt(
@@ -18,20 +34,26 @@ async def _attempt(
         return response.status, dict(response.headers) | {"body": await response.json()}
 
 
-async def test_an_account_is_locked_after_repeated_failures(client: aiohttp.ClientSession) -> None:
-    # The shared test system allows 3 failures per account.
+async def test_a_guesser_is_locked_out_and_the_owner_is_not(system, client) -> None:
+    """The shared test system allows 3 failures per account and address. The guesser's
+    address is locked for the account, right password included; the owner, signing in from
+    an address that has not failed, gets in."""
     email = unique_email()
     await register(client, email)
-    statuses = [(await _attempt(client, email, "wrong password"))[0] for _ in range(4)]
-    assert statuses == [401, 401, 401, 401]  # the 4th passes the limit and sets the lock
+    async with client_from(system.gateway_url, loopback_address()) as guesser:
+        statuses = [(await _attempt(guesser, email, "wrong password"))[0] for _ in range(4)]
+        assert statuses == [401, 401, 401, 401]  # the 4th passes the limit and sets the lock
+        status, info = await _attempt(guesser, email, "wrong password")
+        assert status == 429
+        assert info["body"]["code"] == "too_many_requests"
+        assert 1 <= int(info["Retry-After"]) <= 60
+        status, _ = await _attempt(guesser, email, "correct horse")
+        assert status == 429, "locked for the right password too, from that address"
 
-    status, info = await _attempt(client, email, "wrong password")
-    assert status == 429
-    assert info["body"]["code"] == "too_many_requests"
-    assert 1 <= int(info["Retry-After"]) <= 60
-
-    status, _ = await _attempt(client, email, "correct horse")
-    assert status == 429, "a locked account is locked for the right password too"
+    async with client_from(system.gateway_url, loopback_address()) as owner:
+        for _ in range(3):  # while the guesser keeps the lock fresh
+            status, _ = await _attempt(owner, email, "correct horse")
+            assert status == 200, "the owner, from another address, gets in"
 
     other = unique_email()
     await register(client, other)
@@ -52,7 +74,7 @@ async def test_no_spelling_of_a_locked_account_gets_in(client: aiohttp.ClientSes
         assert status == 429, variant
 
 
-async def test_success_resets_the_account_count(client: aiohttp.ClientSession) -> None:
+async def test_success_resets_the_count_from_that_address(client: aiohttp.ClientSession) -> None:
     email = unique_email()
     await register(client, email)
     for _ in range(3):
@@ -72,40 +94,66 @@ async def test_parallel_guessing_gets_no_more_than_the_limit_through(
     assert statuses == [401] * 4 + [429] * 8
 
 
-async def test_one_address_is_limited_across_accounts(databases) -> None:
-    # A gateway that trusts X-Forwarded-For lets this test use an address of its own, so the
-    # lock it sets never reaches the other tests' 127.0.0.1.
-    address = f"198.51.100.{random.randint(1, 254)}"
-    neighbour = f"203.0.113.{random.randint(1, 254)}"
+async def test_a_guess_from_many_addresses_meets_the_account_ceiling(databases) -> None:
+    """Failures from every address add up for the account: past its (higher) ceiling the
+    account is locked for everyone, its owner included."""
     async with running_system(
-        databases,
-        auth={"login_max_failures_per_address": 3, "login_max_failures_per_account": 50},
-        gateway={"trust_forwarded_for": True},
+        databases, auth={"login_max_failures_per_account_and_address": 100,
+                         "login_max_failures_per_account": 5},
     ) as own, aiohttp.ClientSession(base_url=own.gateway_url) as client:
-        accounts = [unique_email() for _ in range(5)]
-        statuses = [
-            (await _attempt(client, email, "wrong password", **{"X-Forwarded-For": address}))[0]
-            for email in accounts
-        ]
-        assert statuses == [401, 401, 401, 401, 429]
-        status, info = await _attempt(
-            client, unique_email(), "anything at all", **{"X-Forwarded-For": address}
-        )
-        assert status == 429 and int(info["Retry-After"]) >= 1
-        # What a client writes before the proxy's own entry does not change its address.
-        spoofed = {"X-Forwarded-For": f"{neighbour}, {address}"}
-        status, _ = await _attempt(client, unique_email(), "anything at all", **spoofed)
+        email = unique_email()
+        await register(client, email)
+        statuses = []
+        for _ in range(3):
+            async with client_from(own.gateway_url, loopback_address()) as guesser:
+                statuses += [(await _attempt(guesser, email, "wrong"))[0] for _ in range(2)]
+        assert statuses == [401] * 6  # the 6th passed the ceiling and set the lock
+        async with client_from(own.gateway_url, loopback_address()) as owner:
+            status, _ = await _attempt(owner, email, "correct horse")
         assert status == 429
-        status, _ = await _attempt(
-            client, unique_email(), "anything at all", **{"X-Forwarded-For": neighbour}
-        )
+
+
+async def test_one_address_is_limited_across_accounts(databases) -> None:
+    async with running_system(
+        databases, auth={"login_max_failures_per_address": 3},
+    ) as own, client_from(own.gateway_url, loopback_address()) as client, client_from(
+        own.gateway_url, loopback_address()
+    ) as neighbour:
+        statuses = [(await _attempt(client, unique_email(), "wrong password"))[0]
+                    for _ in range(5)]
+        assert statuses == [401, 401, 401, 401, 429]
+        status, info = await _attempt(client, unique_email(), "anything at all")
+        assert status == 429 and int(info["Retry-After"]) >= 1
+        status, _ = await _attempt(neighbour, unique_email(), "anything at all")
         assert status == 401, "another address is not locked"
+
+
+async def test_what_a_client_writes_in_x_forwarded_for_is_not_its_address(databases) -> None:
+    """Behind one trusted proxy, the client address is the entry that proxy appended: the
+    last one, on the last X-Forwarded-For line. Entries the client wrote itself, on the same
+    line or on lines of their own, change nothing."""
+    proxy_saw = f"198.51.100.{random.randint(1, 254)}"
+    async with running_system(
+        databases, auth={"login_max_failures_per_address": 3}, gateway={"trusted_proxies": 1},
+    ) as own, aiohttp.ClientSession(base_url=own.gateway_url) as client:
+        for n in range(4):
+            forged = f"203.0.113.{n + 1}"
+            lines = [("X-Forwarded-For", forged), ("X-Forwarded-For", f"{forged}, {proxy_saw}")]
+            async with client.post(
+                "/api/users/login", json={"email": unique_email(), "password": "x"},
+                headers=CIMultiDict(lines),
+            ) as response:
+                assert response.status == 401
+        status, _ = await _attempt(
+            client, unique_email(), "x", **{"X-Forwarded-For": f"10.9.8.7, {proxy_saw}"}
+        )
+        assert status == 429, "every attempt counted against the address the proxy saw"
 
 
 async def test_instances_share_the_count(databases) -> None:
     """Two auth instances (each behind its own gateway) agree: the count lives in Postgres."""
     email = unique_email()
-    settings = {"login_max_failures_per_account": 2}
+    settings = {"login_max_failures_per_account_and_address": 2}
     async with running_system(databases, auth=settings) as one, running_system(
         databases, auth=settings
     ) as two, aiohttp.ClientSession(base_url=one.gateway_url) as first, aiohttp.ClientSession(

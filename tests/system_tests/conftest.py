@@ -10,7 +10,7 @@ import pytest
 from shopkit.bootstrap import ServiceDatabase
 from tests.conftest import unique_email
 from tests.processes import LaunchedSystem, launched_system
-from tests.system import login, register
+from tests.system import admin_login, register
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -55,7 +55,7 @@ async def admin_token_for(base_url: str, admin_db: asyncpg.Pool) -> str:
         email = unique_email()
         await register(session, email, password="admin password")
         await admin_db.execute("UPDATE auth.users SET role = 'admin' WHERE email = $1", email)
-        return await login(session, email, password="admin password")
+        return await admin_login(session, email, password="admin password")
 
 
 @pytest.fixture(scope="package")

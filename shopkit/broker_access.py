@@ -1,0 +1,130 @@
+"""Who may do what on RabbitMQ: one user per component, with the rights it needs and no more.
+
+RabbitMQ checks three rights on names (exchanges and queues): configure (declare, delete),
+write (publish to an exchange, bind to a queue) and read (consume, get, bind from an exchange);
+and, on a topic exchange, the routing keys a user may publish with or bind to. With those:
+- a service may publish to `shop.events` with its own event types only (`order.*` for orders),
+  and to its subscriptions' requeue exchanges (its retry queues and DLQs); never to the default
+  exchange, which would reach every queue;
+- a service may read its own queues and DLQs only;
+- the gateway may make its own `gateway.revocations.*` queues and bind them to
+  `shop.events` for `auth.session_revoked` alone, and publish nothing;
+- nobody but the administrator (the bootstrap) configures anything else. A component checks
+  that what it uses exists (a passive declare, which needs no right).
+
+The bootstrap makes the users (from the user and password in each component's RabbitMQ URL,
+as it makes database roles from their URLs) through RabbitMQ's management HTTP API.
+"""
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from urllib.parse import quote, unquote, urlsplit
+
+import aiohttp
+
+from shopkit.events import EVENT_OWNERS, EXCHANGE, SESSION_REVOKED
+
+if TYPE_CHECKING:  # the gateway reads this module too, and never loads the consumer's driver
+    from shopkit.consumer import Subscription
+
+GATEWAY_QUEUE_PREFIX = "gateway.revocations."
+NOTHING = "^$"
+MANAGEMENT_PORT = 15672
+
+
+@dataclass(frozen=True)
+class BrokerAccess:
+    """A user's rights: regular expressions over names, and over `shop.events` routing keys."""
+
+    configure: str
+    write: str
+    read: str
+    topic_write: str
+    topic_read: str
+
+
+def _any_of(names: Sequence[str]) -> str:
+    return "^(" + "|".join(re.escape(name) for name in names) + ")$" if names else NOTHING
+
+
+def service_access(service: str, subscriptions: Sequence["Subscription"]) -> BrokerAccess:
+    prefixes = [prefix for prefix, owner in EVENT_OWNERS.items() if owner == service]
+    publishes = [EXCHANGE] if prefixes else []
+    return BrokerAccess(
+        configure=NOTHING,
+        write=_any_of([*publishes, *(s.requeue_exchange for s in subscriptions)]),
+        read=_any_of([name for s in subscriptions for name in (s.queue, s.dead_letters)]),
+        topic_write="^(" + "|".join(re.escape(p) for p in prefixes) + r")\." if prefixes
+        else NOTHING,
+        topic_read=NOTHING,
+    )
+
+
+def gateway_access() -> BrokerAccess:
+    own_queues = re.escape(GATEWAY_QUEUE_PREFIX) + ".+"
+    return BrokerAccess(
+        configure=f"^{own_queues}$",
+        write=f"^{own_queues}$",
+        read=f"^({re.escape(EXCHANGE)}|{own_queues})$",
+        topic_write=NOTHING,
+        topic_read=_any_of([SESSION_REVOKED]),
+    )
+
+
+@dataclass(frozen=True)
+class BrokerUser:
+    name: str
+    password: str
+    access: BrokerAccess
+
+    @classmethod
+    def from_url(cls, url: str, access: BrokerAccess) -> "BrokerUser":
+        parts = urlsplit(url)
+        if not parts.username or parts.password is None:
+            raise ValueError("a component's RabbitMQ URL must name its user and password")
+        return cls(unquote(parts.username), unquote(parts.password), access)
+
+
+def vhost_of(url: str) -> str:
+    """The virtual host an AMQP URL names (`/` when it names none)."""
+    return unquote(urlsplit(url).path[1:]) or "/"
+
+
+def management_url_for(amqp_url: str) -> str:
+    """RabbitMQ's management API beside an AMQP URL: same host and credentials, its port."""
+    parts = urlsplit(amqp_url)
+    credentials = f"{parts.username or 'guest'}:{parts.password or 'guest'}@"
+    return f"http://{credentials}{parts.hostname or '127.0.0.1'}:{MANAGEMENT_PORT}"
+
+
+async def ensure_users(management_url: str, vhost: str, users: Sequence[BrokerUser]) -> None:
+    """Creates each user (or sets its password) with exactly its rights on `vhost`."""
+    parts = urlsplit(management_url)
+    base = f"{parts.scheme}://{parts.hostname}:{parts.port or MANAGEMENT_PORT}/api"
+    login = aiohttp.encode_basic_auth(unquote(parts.username or ""), unquote(parts.password or ""))
+    host = quote(vhost, safe="")
+    async with aiohttp.ClientSession(
+        headers={"Authorization": login}, timeout=aiohttp.ClientTimeout(total=30)
+    ) as http:
+        for user in users:
+            name = quote(user.name, safe="")
+            rights = user.access
+            await _put(http, f"{base}/users/{name}", {"password": user.password, "tags": ""})
+            await _put(http, f"{base}/permissions/{host}/{name}", {
+                "configure": rights.configure, "write": rights.write, "read": rights.read,
+            })
+            await _put(http, f"{base}/topic-permissions/{host}/{name}", {
+                "exchange": EXCHANGE, "write": rights.topic_write, "read": rights.topic_read,
+            })
+
+
+async def _put(http: aiohttp.ClientSession, url: str, body: dict[str, str]) -> None:
+    async with http.put(url, json=body) as response:
+        if response.status not in (201, 204):
+            # The URL names the user; the body may hold a password: neither is repeated.
+            raise RuntimeError(
+                f"RabbitMQ's management API refused {url.split('/api/', 1)[1].split('/')[0]}:"
+                f" {response.status} {await response.text()}"
+            )
