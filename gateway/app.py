@@ -1,6 +1,7 @@
 """App factory of the gateway."""
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Literal
 
@@ -12,6 +13,7 @@ from gateway.recent import Recent
 from gateway.revocations import TOKEN_CACHE_KEY, token_cache
 from gateway.routes import Access, match_route
 from gateway.settings import GatewaySettings
+from gateway.shares import ClientShares
 from gateway.upstream import (
     HTTP_KEY,
     SETTINGS_KEY,
@@ -33,6 +35,7 @@ from shopkit.web import MAX_BODY_BYTES, ApiModel, base_middlewares, component_ap
 
 READINESS_TIMEOUT_SECONDS = 2.0
 READINESS_KEY = web.AppKey("readiness", Recent)
+CLIENT_SHARES_KEY = web.AppKey("client_shares", ClientShares)
 
 
 # Answered by the gateway itself, for GET only; other methods must not reach the proxy.
@@ -65,14 +68,16 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     if (request.content_length or 0) > MAX_BODY_BYTES:
         raise errors.PayloadTooLarge()
     address = client_address(request, request.app[SETTINGS_KEY].trusted_proxies)
-    caller = Identity(Role.ANONYMOUS, client_address=address)
-    if request.method in API_METHODS and route.needs_token:
-        caller = await authenticate(request, address)
-        if route.access is Access.ADMIN and caller.role is not Role.ADMIN:
-            raise errors.Forbidden()
-    if route.service is None:
-        raise errors.NotFound()
-    response = await forward(request, route, caller)
+    shares = request.app[CLIENT_SHARES_KEY]
+    with contextlib.nullcontext() if route.streaming else shares.turn(address):
+        caller = Identity(Role.ANONYMOUS, client_address=address)
+        if request.method in API_METHODS and route.needs_token:
+            caller = await authenticate(request, address)
+            if route.access is Access.ADMIN and caller.role is not Role.ADMIN:
+                raise errors.Forbidden()
+        if route.service is None:
+            raise errors.NotFound()
+        response = await forward(request, route, caller)
     if route.ends_sessions and response.status == 200 and caller.user_id is not None:
         # Refused at once here; other instances hear auth.session_revoked.
         request.app[TOKEN_CACHE_KEY].evict_users([caller.user_id])
@@ -158,6 +163,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
     app[SETTINGS_KEY] = settings
     app[UPSTREAMS_KEY] = settings.upstreams()
     app[STREAM_SLOTS_KEY] = StreamSlots(settings.max_streams)
+    app[CLIENT_SHARES_KEY] = ClientShares(settings.max_requests_per_client)
     app.cleanup_ctx.append(_http_clients)
     app.cleanup_ctx.append(
         token_cache(

@@ -34,6 +34,9 @@ class GatewaySettings(ComponentSettings):
     # CLIENT_IDLE_TIMEOUT_SECONDS, so the gateway, not the service, closes an idle one (a
     # service closing it just as the gateway sends on it would fail that request).
     upstream_keepalive_seconds: float = Field(default=10.0, gt=0)
+    # Requests one client address may have in flight at this instance (event streams aside);
+    # past it, 429 until one is answered, so one client cannot hold every connection.
+    max_requests_per_client: int = Field(default=64, ge=1)
     # Event streams this instance proxies at once, on connections apart from the requests'
     # (so no number of streams can take a request's connection); past it, 503.
     max_streams: int = Field(default=1000, ge=1)

@@ -21,6 +21,8 @@ DATABASE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.ConnectionDoesNotExistError,
+    # A statement sent just as the server ended the connection finds it in no state to send.
+    asyncpg.exceptions.InternalClientError,
 )
 
 

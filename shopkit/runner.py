@@ -15,7 +15,7 @@ import logging
 import resource
 import signal
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import uvloop
 from aiohttp import web
@@ -52,17 +52,7 @@ async def _serve(app: web.Application, settings: ComponentSettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    runner = EnvelopeAppRunner(
-        app,
-        access_log=None,
-        # aiohttp closes a connection that has no whole request within this time of its start
-        # or of its last response: an idle client's, or one trickling its headers.
-        keepalive_timeout=settings.client_idle_timeout_seconds,
-        # aiohttp waits this long for the requests in flight, then as long again for those
-        # that outlive the first wait (streams) before cancelling them: half of ours each, so
-        # the process is done within shutdown_timeout_seconds.
-        shutdown_timeout=settings.shutdown_timeout_seconds / 2,
-    )
+    runner = EnvelopeAppRunner(app, access_log=None, **connection_options(settings))
     try:
         # A start that fails half-way still closes what it opened (cleanup contexts entered).
         await runner.setup()
@@ -75,6 +65,22 @@ async def _serve(app: web.Application, settings: ComponentSettings) -> None:
             await runner.cleanup()
         finally:
             overdue.cancel()
+
+
+def connection_options(settings: ComponentSettings) -> dict[str, Any]:
+    """How a component's HTTP server treats its connections (the tests' servers too)."""
+    return {
+        # aiohttp closes a connection that has no whole request within this time of its start
+        # or of its last response: an idle client's, or one trickling its headers.
+        "keepalive_timeout": settings.client_idle_timeout_seconds,
+        # After an answer to a request whose body did not all arrive (a 408, say), aiohttp
+        # reads what is left for this long before it closes: no longer than a body may take.
+        "lingering_time": settings.body_read_timeout_seconds,
+        # aiohttp waits this long for the requests in flight, then as long again for those
+        # that outlive the first wait (streams) before cancelling them: half of ours each, so
+        # the process is done within shutdown_timeout_seconds.
+        "shutdown_timeout": settings.shutdown_timeout_seconds / 2,
+    }
 
 
 def _allow_all_descriptors() -> None:

@@ -104,6 +104,8 @@ async def read_body(request: web.Request) -> bytes:
     """The body: 413 past the size limit, 400 when it cannot be read (e.g. a corrupt gzip),
     408 when it does not arrive within the app's body read timeout (the connection is closed:
     what is left of the body would still be on its way)."""
+    if not request.body_exists:
+        return b""
     try:
         async with asyncio.timeout(request.config_dict[BODY_READ_TIMEOUT_KEY]):
             return await request.read()

@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import random
 import secrets
 import shutil
 import subprocess
@@ -29,7 +30,9 @@ from services.tracking.settings import TrackingSettings
 from shopkit.bootstrap import ServiceDatabase
 from shopkit.identity import IdentityKey
 from shopkit.operator import METRICS_URL_KEY
+from shopkit.runner import connection_options
 from shopkit.server import EnvelopeAppRunner
+from shopkit.settings import ComponentSettings
 
 # Tests use a database, roles and a virtual host of their own, recreated per run: durable
 # queues such as tracking.orders never mix with those of a `make run` on the same broker.
@@ -125,9 +128,9 @@ class _Server(TestServer):
         return EnvelopeAppRunner(self.app, **kwargs)
 
 
-async def _serve(app: web.Application) -> TestServer:
+async def _serve(app: web.Application, settings: ComponentSettings) -> TestServer:
     server = _Server(app, host="127.0.0.1")
-    await server.start_server()
+    await server.start_server(**connection_options(settings))
     return server
 
 
@@ -148,12 +151,12 @@ async def running_system(
                 **{**TEST_SETTINGS.get(name, {}), **overrides.get(name, {})},
             )
             apps[name] = create_app(settings[name])
-            server = await _serve(apps[name])
+            server = await _serve(apps[name], settings[name])
             servers.append(server)
             urls[name] = str(server.make_url("")).rstrip("/")
         settings["gateway"] = gateway_settings(urls, **overrides.get("gateway", {}))
         apps["gateway"] = create_gateway(settings["gateway"])
-        gateway_server = await _serve(apps["gateway"])
+        gateway_server = await _serve(apps["gateway"], settings["gateway"])
         servers.append(gateway_server)
         yield System(str(gateway_server.make_url("")).rstrip("/"), urls, settings, apps)
     finally:
@@ -172,7 +175,8 @@ def gateway_settings(service_urls: dict[str, str], **overrides: Any) -> GatewayS
 @asynccontextmanager
 async def another_gateway(system: System, **overrides: Any) -> AsyncIterator[str]:
     """A second gateway instance in front of the same services; yields its URL."""
-    server = await _serve(create_gateway(gateway_settings(system.service_urls, **overrides)))
+    settings = gateway_settings(system.service_urls, **overrides)
+    server = await _serve(create_gateway(settings), settings)
     try:
         yield str(server.make_url("")).rstrip("/")
     finally:
@@ -211,6 +215,19 @@ async def admin_login(
         body = await response.json()
         assert response.status == 200, body
         return body["data"]["token"]
+
+
+def loopback_address() -> str:
+    """An address of 127.0.0.0/8 of the test's own: to the gateway, another client."""
+    return f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
+
+
+@asynccontextmanager
+async def client_from(base_url: str, address: str) -> AsyncIterator[aiohttp.ClientSession]:
+    """A client whose connections come from `address` (one of this machine's)."""
+    connector = aiohttp.TCPConnector(local_addr=(address, 0))
+    async with aiohttp.ClientSession(base_url=base_url, connector=connector) as session:
+        yield session
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -413,12 +430,51 @@ async def postgres_stopped(*pools: Any) -> AsyncIterator[None]:
 
 
 @asynccontextmanager
-async def event_stream(base_url: str, token: str) -> AsyncIterator[aiohttp.ClientResponse]:
+async def event_stream(
+    base_url: str, token: str, last_event_id: str | None = None
+) -> AsyncIterator[aiohttp.ClientResponse]:
     """A notification stream (SSE) opened through the gateway, headers received."""
-    timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
-    async with aiohttp.ClientSession(base_url=base_url, timeout=timeout) as session, session.get(
-        "/api/notifications/stream", headers={"Authorization": f"Bearer {token}"}
-    ) as response:
-        assert response.status == 200
+    async with stream_attempt(base_url, token, last_event_id) as response:
+        assert response.status == 200, response.status
         assert response.headers["Content-Type"].startswith("text/event-stream")
         yield response
+
+
+@asynccontextmanager
+async def stream_attempt(
+    base_url: str, token: str, last_event_id: str | None = None
+) -> AsyncIterator[aiohttp.ClientResponse]:
+    """An attempt to open a notification stream, whatever its answer."""
+    timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+    headers = {"Authorization": f"Bearer {token}"}
+    if last_event_id is not None:
+        headers["Last-Event-ID"] = last_event_id
+    async with aiohttp.ClientSession(base_url=base_url, timeout=timeout) as session, session.get(
+        "/api/notifications/stream", headers=headers
+    ) as response:
+        yield response
+
+
+async def next_sse_event(response: aiohttp.ClientResponse) -> dict[str, str]:
+    """Reads one event (lines up to a blank one), skipping comment-only keep-alives."""
+    fields: dict[str, str] = {}
+    while True:
+        line = (await response.content.readline()).decode().rstrip("\r\n")
+        if line == "":
+            if fields:
+                return fields
+            if response.content.at_eof():
+                raise EOFError("the stream ended")
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        fields[name] = value.removeprefix(" ")
+
+
+async def stream_ends(response: aiohttp.ClientResponse, deadline_seconds: float = 15) -> None:
+    """Returns once the stream has ended (pings, if any, are read past); fails at the
+    deadline."""
+    async with asyncio.timeout(deadline_seconds):
+        while await response.content.readline():
+            pass

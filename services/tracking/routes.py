@@ -6,7 +6,7 @@ from typing import Annotated
 
 import asyncpg
 from aiohttp import web
-from pydantic import StringConstraints, model_validator
+from pydantic import BeforeValidator, StringConstraints, model_validator
 
 from services.tracking import queries
 from shopkit import errors
@@ -20,6 +20,17 @@ from shopkit.web import ApiModel, ok, path_id, read_model, request_id
 routes = web.RouteTableDef()
 
 Short = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+
+
+def _date_text(value: object) -> object:
+    """A date comes as the text YYYY-MM-DD, as documented; pydantic would also take a number
+    (seconds since 1970) and make a date of it."""
+    if not isinstance(value, str):
+        raise ValueError("must be a date written YYYY-MM-DD")
+    return value
+
+
+DateText = Annotated[date, BeforeValidator(_date_text)]
 Note = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)]
 
 
@@ -31,7 +42,7 @@ class Checkpoint(ApiModel):
 class TrackingChange(ApiModel):
     carrier: Short | None = None
     tracking_number: Short | None = None
-    estimated_delivery: date | None = None
+    estimated_delivery: DateText | None = None
     checkpoint: Checkpoint | None = None
 
     @model_validator(mode="after")

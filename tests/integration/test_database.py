@@ -16,7 +16,7 @@ from shopkit.app import POOL_KEY
 from shopkit.bootstrap import ServiceDatabase, bootstrap, migrate, with_database
 from shopkit.migrations import MigrationError, MigrationSet, apply_migrations
 from tests.conftest import ADMIN_DSN, TEST_DATABASE, unique_email
-from tests.system import System, login, register
+from tests.system import System, eventually, login, register
 
 SCHEMAS = ("auth", "orders", "tracking", "notifications")
 
@@ -213,3 +213,33 @@ async def test_pool_connections_go_out_in_the_order_they_were_asked_for() -> Non
     finally:
         await pool.close()
     assert served == ["waiter 0", "waiter 1", "waiter 2", "newcomer"]
+
+
+async def test_a_connection_that_dies_while_lent_gives_its_turn_back(
+    admin_db: asyncpg.Pool,
+) -> None:
+    """Postgres ends a connection while a request holds it: once the request lets go, the
+    pool serves the next one (it must not wait for a turn the dead connection never gave
+    back)."""
+    settings = OrdersSettings(
+        port=0, database_url=with_database(ADMIN_DSN, TEST_DATABASE),
+        identity_secret="x" * 32, db_pool_min_size=1, db_pool_max_size=1,
+    )
+    pool = await db.create_pool(settings, "public")
+    try:
+        async with pool.acquire() as conn:
+            pid = await conn.fetchval("SELECT pg_backend_pid()")
+            await admin_db.execute("SELECT pg_terminate_backend($1)", pid)
+
+            async def broken() -> bool:
+                try:
+                    await conn.fetchval("SELECT 1")
+                except db.DATABASE_ERRORS:
+                    return True
+                return False  # the backend has not gone yet
+
+            await eventually(broken, deadline_seconds=10)
+        async with asyncio.timeout(10):
+            assert await pool.fetchval("SELECT 1") == 1
+    finally:
+        await pool.close()

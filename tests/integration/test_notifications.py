@@ -14,6 +14,7 @@ from tests.system import (
     event_stream,
     eventually,
     new_customer,
+    next_sse_event,
     place_order,
     queue_settled,
     running_system,
@@ -142,21 +143,6 @@ async def test_another_users_notifications_are_404_and_invisible(
     assert (await call(client, "POST", "/api/notifications/not-a-uuid/read", owner))[0] == 404
 
 
-async def _next_sse_event(response: aiohttp.ClientResponse) -> dict[str, str]:
-    """Reads one event (lines up to a blank one), skipping comment-only keep-alives."""
-    fields: dict[str, str] = {}
-    while True:
-        line = (await response.content.readline()).decode().rstrip("\r\n")
-        if line == "":
-            if fields:
-                return fields
-            continue
-        if line.startswith(":"):
-            continue
-        name, _, value = line.partition(":")
-        fields[name] = value.removeprefix(" ")
-
-
 async def test_the_stream_pushes_new_notifications_through_the_gateway(
     system, client: aiohttp.ClientSession, user_token: str, admin_token: str
 ) -> None:
@@ -166,7 +152,7 @@ async def test_the_stream_pushes_new_notifications_through_the_gateway(
                                admin_token, {"status": "confirmed"})
         assert status == 200
         async with asyncio.timeout(15):
-            event = await _next_sse_event(response)
+            event = await next_sse_event(response)
     assert event["event"] == "notification"
     pushed = orjson.loads(event["data"])
     assert pushed["title"] == "Your order is confirmed" and pushed["orderId"] == order["id"]
@@ -187,7 +173,7 @@ async def test_every_instance_streams_what_any_instance_wrote(
         for target in ("confirmed", "shipped", "in_transit", "delivered"):
             assert (await call(client, "POST", path, admin_token, {"status": target}))[0] == 200
         async with asyncio.timeout(15):
-            pushed = [orjson.loads((await _next_sse_event(response))["data"]) for _ in range(4)]
+            pushed = [orjson.loads((await next_sse_event(response))["data"]) for _ in range(4)]
     assert sorted(p["title"] for p in pushed) == sorted([
         "Your order is confirmed", "Your order has shipped", "Your order is on its way",
         "Your order was delivered",

@@ -3,26 +3,12 @@ address (429 past them); a guesser cannot lock an account's owner out."""
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import aiohttp
 from multidict import CIMultiDict
 
 from tests.conftest import unique_email
-from tests.system import register, running_system
-
-
-def loopback_address() -> str:
-    """An address of 127.0.0.0/8 of the test's own: to the gateway, another client."""
-    return f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
-
-
-@asynccontextmanager
-async def client_from(base_url: str, address: str) -> AsyncIterator[aiohttp.ClientSession]:
-    connector = aiohttp.TCPConnector(local_addr=(address, 0))
-    async with aiohttp.ClientSession(base_url=base_url, connector=connector) as session:
-        yield session
+from tests.system import client_from, loopback_address, register, running_system
 
 
 async def _attempt(

@@ -86,6 +86,12 @@ async def test_a_checkpoint_shows_in_the_timeline(
         client, "POST", f"/api/admin/orders/{order['id']}/tracking", admin_token, {}
     )
     assert status == 422
+    for date in (0, 1700000000, "24.12.2026"):  # only the text YYYY-MM-DD is a date
+        status, body = await call(
+            client, "POST", f"/api/admin/orders/{order['id']}/tracking", admin_token,
+            {"estimatedDelivery": date},
+        )
+        assert status == 422 and body["details"][0]["field"] == "estimatedDelivery", date
 
 
 async def test_tracking_is_the_owners_and_admins_only(
@@ -212,6 +218,27 @@ async def test_poison_goes_to_the_dlq_and_good_messages_still_flow(
     assert len([r for r in reasons if "not an event envelope" in r]) == 2
     assert any("bad order.status_changed data" in r for r in reasons)
     assert any("unknown event type 'order.exploded'" in r for r in reasons)
+
+
+async def test_an_event_from_a_component_that_does_not_own_its_type_is_dead_lettered(
+    system, admin_db: asyncpg.Pool
+) -> None:
+    """Only orders may tell of orders: an order event that says it comes from tracking (or
+    from nobody in particular) is not believed, whoever managed to publish it."""
+    await _dead_letters()
+    order_id, user_id = uuid.uuid4(), uuid.uuid4()
+    created = _order_events(order_id, user_id)[0]
+    for source in ("tracking", "auth", "test"):
+        await publish_event(created[0], created[1], source=source)
+
+    async def three_dead() -> list:
+        return await _dead_letters_count() >= 3 and await _dead_letters()
+
+    dead = await eventually(three_dead)
+    assert all("which does not own it" in m.headers[REASON_HEADER] for m in dead)
+    assert await _tracking_row(admin_db, order_id) is None
+    await publish_event(created[0], created[1])  # from orders: believed
+    await eventually(lambda: _tracking_row(admin_db, order_id))
 
 
 async def _dead_letters_count() -> int:

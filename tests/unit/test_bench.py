@@ -18,6 +18,7 @@ from bench.run import (
     _process_cpu,
     cpu_reading,
     cpu_use,
+    identity_cost,
     parse_wrk,
     report,
     verdicts,
@@ -76,6 +77,7 @@ def _results(
         placement_cpu=[CpuUse({"orders": 0.7, "Postgres": 0.8}, 1.9)],
         propagation_cpu=[CpuUse({"orders": 1.5, "gateway": 0.5}, 1.2),
                          CpuUse({"orders": 1.7, "gateway": 0.5}, 1.4)],
+        identity_us=(4.0, 5.0),
     )
 
 
@@ -153,3 +155,15 @@ def test_the_report_gives_each_scenario_the_median_cpu_of_its_runs_per_operation
     assert "units of the gateway's" not in placement  # the gateway's share was not measured
     assert "| orders | 1.60 |" in propagation and "1.30 of" in propagation
     assert "| all, in units of the gateway's (what compares across machines) | 4.2 |" in propagation
+
+
+def test_the_report_gives_the_identitys_cost_beside_an_orders() -> None:
+    text = report(_results(2.0, 0.9, 1100.0, 40.0, 3.0, 8.0, 55.0), runs=1, seconds=5)
+    section = text[text.index("## 5."):]
+    # 4 + 5 us of the 1.5 ms an order costs every process.
+    assert "| 4.0 µs | 5.0 µs | 0.60% |" in section
+
+
+def test_the_identitys_cost_is_measured() -> None:
+    sign_us, verify_us = identity_cost(repeats=200)
+    assert 0 < sign_us < 10_000 and 0 < verify_us < 10_000

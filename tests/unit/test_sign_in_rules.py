@@ -4,6 +4,8 @@ from datetime import UTC, datetime, timedelta
 from services.auth.domain import (
     AttemptCounter,
     LockoutPolicy,
+    SignInCounters,
+    SignInPolicies,
     looks_like_token,
     new_token,
     token_hash,
@@ -55,3 +57,26 @@ def test_tokens_are_256_bit_and_stored_only_as_sha256() -> None:
     assert token_hash(token) != token_hash(token + "x")
     assert not looks_like_token("short") and not looks_like_token("x" * 42 + "!")
 
+
+
+def _counters(account: int, pair: int, address: int) -> SignInCounters:
+    return SignInCounters(
+        account=_count(account), pair=_count(pair), address=_count(address), now=T0
+    )
+
+
+def test_any_locked_counter_refuses_the_attempt_for_its_longest_wait() -> None:
+    assert _counters(0, 0, 0).retry_after() is None
+    assert _counters(3, 3, 3).retry_after() is None
+    assert _counters(0, 5, 0).retry_after() == timedelta(seconds=120)
+    assert _counters(4, 5, 0).retry_after() == timedelta(seconds=120)
+
+
+def test_an_attempt_counts_against_the_account_the_pair_and_the_address() -> None:
+    loose = LockoutPolicy(max_failures=100, window=POLICY.window, step=POLICY.step, cap=POLICY.cap)
+    policies = SignInPolicies(account=loose, pair=POLICY, address=loose)
+    counted = policies.count_attempt(_counters(3, 3, 3))
+    assert [c.failures for c in counted] == [4, 4, 4]
+    account, pair, address = counted
+    assert pair.locked_until is not None, "the pair's limit is the low one"
+    assert account.locked_until is None and address.locked_until is None

@@ -1,0 +1,145 @@
+"""Contract §4 Orders: stock cannot be hoarded. At most MAX_OPEN_ORDERS_PER_USER orders of a
+user in `placed`, under concurrency too; an order left `placed` too long is cancelled by the
+system, its stock given back, with the events and notification of any cancellation."""
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import asyncpg
+
+from tests.events import watch_events
+from tests.system import (
+    call,
+    create_product,
+    eventually,
+    new_customer,
+    running_system,
+)
+
+
+async def _place(
+    client: aiohttp.ClientSession, token: str, address_id: str, product_id: str,
+    key: str | None = None,
+) -> tuple[int, Any]:
+    headers = {"Idempotency-Key": key} if key else {}
+    return await call(client, "POST", "/api/orders", token, {
+        "addressId": address_id, "items": [{"productId": product_id, "quantity": 1}],
+    }, **headers)
+
+
+async def _stock(client: aiohttp.ClientSession, product_id: str) -> int:
+    return (await call(client, "GET", f"/api/products/{product_id}"))[1]["data"]["stock"]
+
+
+async def _open_orders_agree(admin_db: asyncpg.Pool, user_id: str) -> None:
+    """The count placing relies on is the orders' own count."""
+    counted, placed = await admin_db.fetchrow(
+        """
+        SELECT coalesce((SELECT placed FROM orders.open_orders WHERE user_id = $1), 0),
+               (SELECT count(*) FROM orders.orders WHERE user_id = $1 AND status = 'placed')
+        """,
+        user_id,
+    )
+    assert counted == placed
+
+
+async def test_a_user_has_at_most_so_many_orders_placed_at_once(
+    databases, admin_token: str, admin_db: asyncpg.Pool
+) -> None:
+    async with running_system(
+        databases, orders={"max_open_orders_per_user": 3}
+    ) as own, aiohttp.ClientSession(base_url=own.gateway_url) as client:
+        token, address = await new_customer(client)
+        user_id = (await call(client, "GET", "/api/users/me", token))[1]["data"]["id"]
+        product = (await create_product(client, admin_token, stock=100))["id"]
+        placed = [(await _place(client, token, address, product, key=f"k{n}"))[1]["data"]["id"]
+                  for n in range(3)]
+
+        status, body = await _place(client, token, address, product)
+        assert status == 409 and body["code"] == "too_many_open_orders", body
+        assert await _stock(client, product) == 97, "a refused order takes no stock"
+        status, body = await _place(client, token, address, product, key="k0")
+        assert status == 201 and body["data"]["id"] == placed[0], "a retry gets its order back"
+
+        await call(client, "POST", f"/api/orders/{placed[0]}/cancel", token)
+        assert (await _place(client, token, address, product))[0] == 201
+        assert (await _place(client, token, address, product))[0] == 409
+        status, _ = await call(client, "POST", f"/api/admin/orders/{placed[1]}/status",
+                               admin_token, {"status": "confirmed"})
+        assert status == 200
+        assert (await _place(client, token, address, product))[0] == 201, "confirmed: not open"
+        await _open_orders_agree(admin_db, user_id)
+
+        other, other_address = await new_customer(client)
+        assert (await _place(client, other, other_address, product))[0] == 201, "per user"
+
+
+async def test_concurrent_placements_never_pass_the_cap(
+    databases, admin_token: str, admin_db: asyncpg.Pool
+) -> None:
+    async with running_system(
+        databases, orders={"max_open_orders_per_user": 3}
+    ) as own, aiohttp.ClientSession(base_url=own.gateway_url) as client:
+        token, address = await new_customer(client)
+        user_id = (await call(client, "GET", "/api/users/me", token))[1]["data"]["id"]
+        product = (await create_product(client, admin_token, stock=100))["id"]
+        results = await asyncio.gather(
+            *(_place(client, token, address, product) for _ in range(12))
+        )
+        statuses = sorted(status for status, _ in results)
+        assert statuses == [201] * 3 + [409] * 9
+        assert await _stock(client, product) == 97
+        # Cancellations and placements of one user at once: no deadlock, the count holds.
+        cancel = [call(client, "POST", f"/api/orders/{body['data']['id']}/cancel", token)
+                  for status, body in results if status == 201]
+        again = [_place(client, token, address, product) for _ in range(6)]
+        outcomes = await asyncio.gather(*cancel, *again)
+        assert {status for status, _ in outcomes} <= {200, 201, 409}, outcomes
+        await _open_orders_agree(admin_db, user_id)
+
+
+async def test_an_order_left_placed_too_long_is_cancelled_by_the_system(
+    databases, admin_token: str, admin_db: asyncpg.Pool
+) -> None:
+    async with running_system(
+        databases, orders={"placed_order_ttl_seconds": 1,
+                           "placed_order_sweep_interval_seconds": 0.2},
+    ) as own, aiohttp.ClientSession(base_url=own.gateway_url) as client:
+        token, address = await new_customer(client)
+        user_id = (await call(client, "GET", "/api/users/me", token))[1]["data"]["id"]
+        product = (await create_product(client, admin_token, stock=10))["id"]
+        async with watch_events("order.status_changed") as events:
+            _, left = await _place(client, token, address, product)
+            _, taken_on = await _place(client, token, address, product)
+            status, _ = await call(client, "POST",
+                                   f"/api/admin/orders/{taken_on['data']['id']}/status",
+                                   admin_token, {"status": "confirmed"})
+            assert status == 200
+            left_id = left["data"]["id"]
+
+            async def expired() -> dict | None:
+                _, body = await call(client, "GET", f"/api/orders/{left_id}", token)
+                return body["data"] if body["data"]["status"] == "cancelled" else None
+
+            order = await eventually(expired, deadline_seconds=15)
+            changes = await events.bodies_until(
+                lambda bodies: any(b["data"]["orderId"] == left_id for b in bodies)
+            )
+        assert order["history"][-1]["note"] == "expired"
+        assert order["history"][-1]["changedBy"] is None
+        assert order["version"] == 2
+        event = next(b for b in changes if b["data"]["orderId"] == left_id)
+        assert event["data"]["from"] == "placed" and event["data"]["to"] == "cancelled"
+        assert event["data"]["note"] == "expired"
+        assert await _stock(client, product) == 9, "the expired order's unit went back"
+        _, confirmed = await call(client, "GET", f"/api/orders/{taken_on['data']['id']}", token)
+        assert confirmed["data"]["status"] == "confirmed", "only placed orders expire"
+        await _open_orders_agree(admin_db, user_id)
+
+        async def notified() -> bool:
+            _, body = await call(client, "GET", "/api/notifications", token)
+            return any(n["orderId"] == left_id and "cancelled" in n["title"]
+                       for n in body["data"]["items"])
+
+        await eventually(notified)

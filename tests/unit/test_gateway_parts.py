@@ -1,0 +1,73 @@
+"""The gateway's pieces that need no network: whose address a request comes from, and answers
+reused for a short while."""
+
+import asyncio
+
+import pytest
+from aiohttp.test_utils import make_mocked_request
+from multidict import CIMultiDict
+
+from gateway.recent import Recent
+from gateway.upstream import client_address
+
+
+def _request(*forwarded: str) -> object:
+    headers = CIMultiDict(("X-Forwarded-For", line) for line in forwarded)
+    return make_mocked_request("GET", "/", headers=headers)
+
+
+@pytest.mark.parametrize(("lines", "trusted", "address"), [
+    ((), 0, None),
+    (("6.6.6.6",), 0, None),  # trusting nobody: the peer
+    (("10.0.0.7",), 1, "10.0.0.7"),
+    (("6.6.6.6, 10.0.0.7",), 1, "10.0.0.7"),
+    (("6.6.6.6", "10.0.0.7"), 1, "10.0.0.7"),  # a line the client wrote before the proxy's
+    (("6.6.6.6", "10.0.0.7, 10.0.0.1"), 2, "10.0.0.7"),
+    (("10.0.0.7",), 2, "10.0.0.7"),  # fewer entries than proxies: the outermost there is
+    (("not an address",), 1, None),
+    (("2001:db8::1",), 1, "2001:db8::1"),
+])
+def test_the_client_address_is_read_from_the_right(
+    lines: tuple[str, ...], trusted: int, address: str | None
+) -> None:
+    request = _request(*lines)
+    expected = address if address is not None else (request.remote or "unknown")
+    assert client_address(request, trusted) == expected
+
+
+async def test_an_answer_is_made_once_per_period_and_shared() -> None:
+    made = 0
+    now = [0.0]
+
+    async def make() -> int:
+        nonlocal made
+        made += 1
+        await asyncio.sleep(0)
+        return made
+
+    recent = Recent(make, max_age=1.0, clock=lambda: now[0])
+    assert await asyncio.gather(*(recent.get() for _ in range(10))) == [1] * 10
+    now[0] = 0.9
+    assert await recent.get() == 1
+    now[0] = 2.0
+    assert await recent.get() == 2
+
+
+async def test_a_failure_is_shared_like_an_answer() -> None:
+    calls = 0
+    now = [0.0]
+
+    async def fail() -> int:
+        nonlocal calls
+        calls += 1
+        raise RuntimeError("down")
+
+    recent = Recent(fail, max_age=1.0, clock=lambda: now[0])
+    for _ in range(3):
+        with pytest.raises(RuntimeError):
+            await recent.get()
+    assert calls == 1
+    now[0] = 5.0
+    with pytest.raises(RuntimeError):
+        await recent.get()
+    assert calls == 2
