@@ -1,7 +1,6 @@
 """App factory of the gateway."""
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from typing import Literal
 
@@ -24,6 +23,7 @@ from gateway.upstream import (
     authenticate,
     client_address,
     forward,
+    forward_stream,
 )
 from shopkit import errors
 from shopkit.health import live
@@ -31,7 +31,15 @@ from shopkit.identity import Identity, Role
 from shopkit.metrics import ROUTE_LABEL_KEY
 from shopkit.openapi import documented
 from shopkit.operator import serve_metrics
-from shopkit.web import MAX_BODY_BYTES, ApiModel, base_middlewares, component_app, dumps, request_id
+from shopkit.web import (
+    MAX_BODY_BYTES,
+    ApiModel,
+    base_middlewares,
+    client_bucket,
+    component_app,
+    dumps,
+    request_id,
+)
 
 READINESS_TIMEOUT_SECONDS = 2.0
 READINESS_KEY = web.AppKey("readiness", Recent)
@@ -68,8 +76,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     if (request.content_length or 0) > MAX_BODY_BYTES:
         raise errors.PayloadTooLarge()
     address = client_address(request, request.app[SETTINGS_KEY].trusted_proxies)
-    shares = request.app[CLIENT_SHARES_KEY]
-    with contextlib.nullcontext() if route.streaming else shares.turn(address):
+    with request.app[CLIENT_SHARES_KEY].turn(client_bucket(address)) as turn:
         caller = Identity(Role.ANONYMOUS, client_address=address)
         if request.method in API_METHODS and route.needs_token:
             caller = await authenticate(request, address)
@@ -77,6 +84,9 @@ async def proxy(request: web.Request) -> web.StreamResponse:
                 raise errors.Forbidden()
         if route.service is None:
             raise errors.NotFound()
+        if route.streaming and request.method == "GET":
+            # Once open, a stream counts against its user's and the instance's stream caps.
+            return await forward_stream(request, route, caller, opened=turn.give_back)
         response = await forward(request, route, caller)
     if route.ends_sessions and response.status == 200 and caller.user_id is not None:
         # Refused at once here; other instances hear auth.session_revoked.

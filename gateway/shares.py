@@ -2,12 +2,13 @@
 
 Requests wait on the services (a slow statement, a lock); a client that sends many at once
 would otherwise hold the connections to the services that everyone's requests need. Past its
-share, a client's next request is refused at once (429) until one of its own is answered. Event
-streams are not counted here: they have caps of their own (per user, per instance).
+share, a client's next request is refused at once (429) until one of its own is answered. An
+event stream counts while it is being opened (its token checked, the service asked), and stops
+counting once it is open: open streams have caps of their own (per user, per instance).
 """
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from shopkit import errors
 
@@ -16,24 +17,41 @@ from shopkit import errors
 RETRY_SECONDS = 1
 
 
+class Turn:
+    """One request's place in its client's share; given back once, early or at the end."""
+
+    def __init__(self, release: Callable[[], None]) -> None:
+        self._release: Callable[[], None] | None = release
+
+    def give_back(self) -> None:
+        if self._release is not None:
+            release, self._release = self._release, None
+            release()
+
+
 class ClientShares:
     def __init__(self, share: int) -> None:
         self._share = share
         self._in_flight: dict[str, int] = {}
 
     @contextlib.contextmanager
-    def turn(self, address: str) -> Iterator[None]:
-        held = self._in_flight.get(address, 0)
+    def turn(self, bucket: str) -> Iterator[Turn]:
+        """`bucket`: the client's address as shopkit.web.client_bucket groups it."""
+        held = self._in_flight.get(bucket, 0)
         if held >= self._share:
             raise errors.TooManyRequests(
                 RETRY_SECONDS, f"You have {held} requests in flight; wait for their answers."
             )
-        self._in_flight[address] = held + 1
+        self._in_flight[bucket] = held + 1
+        turn = Turn(lambda: self._release(bucket))
         try:
-            yield
+            yield turn
         finally:
-            left = self._in_flight[address] - 1
-            if left:
-                self._in_flight[address] = left
-            else:
-                del self._in_flight[address]
+            turn.give_back()
+
+    def _release(self, bucket: str) -> None:
+        left = self._in_flight[bucket] - 1
+        if left:
+            self._in_flight[bucket] = left
+        else:
+            del self._in_flight[bucket]

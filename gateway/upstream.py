@@ -6,7 +6,9 @@ connections requests need. Every call carries the request id and a freshly signe
 bound to that call's service, method and path.
 """
 
+import asyncio
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
@@ -114,12 +116,27 @@ def client_address(request: web.Request, trusted_proxies: int) -> str:
             if hop.strip()
         ]
         if hops:
-            candidate = hops[-min(trusted_proxies, len(hops))]
-            try:
-                return str(ipaddress.ip_address(candidate))
-            except ValueError:
-                pass  # not an address a proxy would write: the peer is all that is known
+            entry = hops[-min(trusted_proxies, len(hops))]
+            # What the proxy wrote, however it wrote it: each client stays apart from the others.
+            return _address_in(entry) or entry[:MAX_ADDRESS_TEXT]
     return request.remote or "unknown"
+
+
+# An entry that names no address is kept as text, this long at most.
+MAX_ADDRESS_TEXT = 64
+
+
+def _address_in(entry: str) -> str | None:
+    """The address in an X-Forwarded-For entry, with a port or IPv6 brackets or not."""
+    text = entry
+    if text.startswith("["):  # [2001:db8::1] or [2001:db8::1]:443
+        text = text[1:].split("]", 1)[0]
+    elif text.count(":") == 1:  # 192.0.2.1:443
+        text = text.split(":", 1)[0]
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
 
 
 async def authenticate(request: web.Request, address: str) -> Identity:
@@ -182,8 +199,6 @@ def _timeout(settings: GatewaySettings) -> aiohttp.ClientTimeout:
 
 async def forward(request: web.Request, route: Route, caller: Identity) -> web.StreamResponse:
     assert route.service is not None
-    if route.streaming:
-        return await _forward_stream(request, route, caller)
     settings = request.app[SETTINGS_KEY]
     try:
         async with await _send(
@@ -199,22 +214,28 @@ async def forward(request: web.Request, route: Route, caller: Identity) -> web.S
     return web.Response(status=upstream.status, body=payload, headers=response_headers(upstream))
 
 
-async def _forward_stream(
-    request: web.Request, route: Route, caller: Identity
+async def forward_stream(
+    request: web.Request, route: Route, caller: Identity, opened: Callable[[], None]
 ) -> web.StreamResponse:
     """An event stream, on the streams' own connections, while this instance has room for
-    one more (503 otherwise); it stays open as long as both ends do."""
+    one more (503 otherwise). The service must answer within UPSTREAM_TIMEOUT_SECONDS; then
+    `opened` is called, and the stream stays open as long as both ends do."""
     slots = request.app[STREAM_SLOTS_KEY]
     if slots.open >= slots.ceiling:
         raise errors.ServiceUnavailable("Too many event streams are open here; try again shortly.")
+    settings = request.app[SETTINGS_KEY]
     slots.open += 1
-    timeout = aiohttp.ClientTimeout(sock_connect=request.app[SETTINGS_KEY]
-                                    .upstream_connect_timeout_seconds)
     try:
-        async with await _send(
-            request, request.app[STREAM_HTTP_KEY], route, caller, timeout
-        ) as upstream:
+        async with asyncio.timeout(settings.upstream_timeout_seconds):
+            upstream = await _send(
+                request, request.app[STREAM_HTTP_KEY], route, caller,
+                aiohttp.ClientTimeout(sock_connect=settings.upstream_connect_timeout_seconds),
+            )
+        async with upstream:
+            opened()
             return await _relay(request, upstream)
+    except TimeoutError as exc:
+        raise errors.GatewayTimeout(f"The {route.service} service did not answer in time.") from exc
     except aiohttp.ClientError as exc:
         raise errors.ServiceUnavailable(f"The {route.service} service is unavailable.") from exc
     finally:

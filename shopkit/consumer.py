@@ -12,7 +12,8 @@ All of it is declared by the bootstrap, with the broker's administrator; a consu
 that its queue and exchange are there, since its own user may not configure anything.
 
 An event is processed only when its `source` is the component that owns its type
-(shopkit.events.EVENT_OWNERS); any other goes to the DLQ, as does a malformed one.
+(shopkit.events.EVENT_OWNERS) and it came under its type's routing key (which only the owner
+may publish with); any other goes to the DLQ, as does a malformed one.
 
 A message is acknowledged only after the service's transaction commits. That transaction first
 writes the event id to the `inbox` table (per queue), so a redelivered or republished event finds
@@ -192,6 +193,12 @@ def parse(message: AbstractIncomingMessage, subscription: Subscription) -> Incom
         raise Malformed(f"unknown event type {envelope.type!r}")
     if owner_of(envelope.type, subscription.owners) != envelope.source:
         raise Malformed(f"{envelope.type} from {envelope.source!r}, which does not own it")
+    if not _routed_as(message, envelope.type, subscription):
+        # RabbitMQ checked the publisher's right to the routing key, not to the body: an
+        # auth.* key carrying an order event was published by someone who may not.
+        raise Malformed(
+            f"{envelope.type} came by {message.exchange!r} under {message.routing_key!r}"
+        )
     try:
         data = handler.data_model.model_validate(envelope.data)
     except ValidationError as exc:
@@ -200,6 +207,17 @@ def parse(message: AbstractIncomingMessage, subscription: Subscription) -> Incom
     return IncomingEvent(
         envelope.id, envelope.type, envelope.occurred_at, envelope.source, data,
         str(request_id) if request_id else None,
+    )
+
+
+def _routed_as(
+    message: AbstractIncomingMessage, event_type: str, subscription: Subscription
+) -> bool:
+    """Published to `shop.events` under its own type (the key whose publishing RabbitMQ
+    allows its owner only), or back from this queue's retry queue or the DLQ tool (the
+    default exchange, under the queue's name: no component may write there)."""
+    return (message.exchange, message.routing_key) in (
+        (EXCHANGE, event_type), ("", subscription.queue)
     )
 
 

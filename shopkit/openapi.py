@@ -53,10 +53,12 @@ STATUS_MEANINGS = {
     401: "A valid bearer token is required (`unauthorized`).",
     403: "The token is valid but its role may not do this (`forbidden`).",
     404: "No such resource, or not one of the caller's (`not_found`).",
+    408: "The body did not arrive in time; the connection is closed (`request_timeout`).",
     409: "The request conflicts with the current state.",
     413: "The body is larger than 1 MiB (`payload_too_large`).",
     422: "A field, parameter or header is not valid; `details` names each (`validation_error`).",
-    429: "Too many attempts; wait `Retry-After` seconds (`too_many_requests`).",
+    429: "Too many attempts, or too many of the caller's requests in flight; wait "
+         "`Retry-After` seconds (`too_many_requests`).",
     503: "A dependency is down; retry after `Retry-After` seconds.",
     504: "An upstream service did not answer in time (`gateway_timeout`).",
 }
@@ -79,7 +81,7 @@ class Operation:
 
     def error_statuses(self, has_path_params: bool) -> dict[int, str]:
         """The statuses every operation of its kind can answer, plus its own."""
-        usual = {503, 504}
+        usual = {429, 503, 504}  # 429: a client's share of requests in flight (gateway)
         if self.access is not Access.PUBLIC:
             usual.add(401)
         if self.access is Access.ADMIN:
@@ -87,7 +89,7 @@ class Operation:
         if has_path_params:
             usual.add(404)
         if self.body is not None:
-            usual |= {400, 413, 422}
+            usual |= {400, 408, 413, 422}
         if self.query is not None or self.headers is not None:
             usual.add(422)
         statuses = {status: STATUS_MEANINGS[status] for status in usual}

@@ -39,7 +39,7 @@ def serve(
     component: str, create_app: Callable[[S], web.Application], settings: S
 ) -> None:
     configure_logging(component, settings.log_level)
-    _allow_all_descriptors()
+    allow_all_descriptors()
     log.info("starting", extra={"host": settings.host, "port": settings.port})
     loop_factory = uvloop.new_event_loop if settings.event_loop == "uvloop" else None
     with asyncio.Runner(loop_factory=loop_factory) as runner:
@@ -76,6 +76,10 @@ def connection_options(settings: ComponentSettings) -> dict[str, Any]:
         # After an answer to a request whose body did not all arrive (a 408, say), aiohttp
         # reads what is left for this long before it closes: no longer than a body may take.
         "lingering_time": settings.body_read_timeout_seconds,
+        # A request whose client went away stops: its work (a wait for a pool connection, a
+        # statement) ends with it. Behind the gateway, that client is the gateway, which goes
+        # away when it gives up on an answer (504): the service then stops too.
+        "handler_cancellation": True,
         # aiohttp waits this long for the requests in flight, then as long again for those
         # that outlive the first wait (streams) before cancelling them: half of ours each, so
         # the process is done within shutdown_timeout_seconds.
@@ -83,7 +87,7 @@ def connection_options(settings: ComponentSettings) -> dict[str, Any]:
     }
 
 
-def _allow_all_descriptors() -> None:
+def allow_all_descriptors() -> None:
     """Every connection and stream is a file descriptor, and the soft limit a process starts
     with (often 1024) is far below what the system allows it (the hard limit): the caps on
     streams and connections are the components' own (settings), not an accident of the shell."""

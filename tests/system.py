@@ -130,7 +130,10 @@ class _Server(TestServer):
 
 async def _serve(app: web.Application, settings: ComponentSettings) -> TestServer:
     server = _Server(app, host="127.0.0.1")
-    await server.start_server(**connection_options(settings))
+    # TestServer sets handler_cancellation itself (on, as the components have it).
+    options = connection_options(settings)
+    assert options.pop("handler_cancellation") is True
+    await server.start_server(**options)
     return server
 
 

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 from shopkit.events import SESSION_REVOKED, Event
+from shopkit.web import client_bucket
 
 TOKEN_BYTES = 32  # 256 bits from the OS CSPRNG
 _TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]{43}$")
@@ -38,11 +39,12 @@ def sessions_revoked(user_id: UUID, session_ids: Sequence[UUID]) -> Event:
 
 
 def address_key(address: str) -> str:
-    return f"address:{address}"
+    """Failed sign-ins are counted per client as shopkit.web.client_bucket groups addresses."""
+    return f"address:{client_bucket(address)}"
 
 
 def registration_key(address: str) -> str:
-    return f"register:{address}"
+    return f"register:{client_bucket(address)}"
 
 
 @dataclass(frozen=True)

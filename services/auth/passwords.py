@@ -60,9 +60,10 @@ class Passwords:
 
     @contextlib.contextmanager
     def turn(self) -> Iterator[None]:
-        """Admits one request's hashing (raises HashingBusy when every turn is taken). A
-        request takes its turn before anything it does is counted (a sign-in attempt, a
-        registration), so a refusal costs the caller nothing but a retry."""
+        """Admits one request's hashing (raises HashingBusy when every turn is taken). A turn
+        is held for the hashing alone, never while waiting on the database; a refused request
+        gives back what it counted (a sign-in attempt, a registration), so a refusal costs the
+        caller nothing but a retry."""
         if self._turns_taken >= self._capacity:
             raise HashingBusy()
         self._turns_taken += 1

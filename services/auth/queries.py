@@ -203,41 +203,33 @@ async def lock_attempt_counters(
     conn: asyncpg.Connection, email: str, address_key: str
 ) -> SignInCounters:
     """Locks the counters of the account, of the account from this address, and of the
-    address, for this transaction (creating missing ones), and reads them.
+    address, for this transaction (creating missing ones), and reads them as they are now.
 
-    The keys naming the account are built by Postgres' own lower(), the one the account lookup
-    uses, so no spelling of an email (Unicode case variants included) reaches the account
-    uncounted. Keys are locked in sorted order so two sign-ins never deadlock; the row locks
-    serialise concurrent attempts on one key across every instance.
+    One statement: the upsert locks each row (a concurrent attempt's lock waited out) and
+    returns it at its latest, so a counter deleted meanwhile is simply made again. Rows are
+    taken in key order, as give_back_attempt takes them, so two sign-ins never deadlock; the
+    row locks serialise concurrent attempts on one key across every instance. The keys naming
+    the account are built by Postgres' own lower(), the one the account lookup uses, so no
+    spelling of an email (Unicode case variants included) reaches the account uncounted.
     """
     rows = await conn.fetch(
         """
         WITH named AS (
             SELECT 'account:' || lower($1) AS account, 'pair:' || $2 || ' ' || lower($1) AS pair
-        ), wanted AS (
-            SELECT unnest(ARRAY[account, pair, $2]) AS key FROM named ORDER BY 1
-        ), created AS (
-            INSERT INTO login_attempts (key) SELECT key FROM wanted ON CONFLICT DO NOTHING
         )
-        SELECT key, CASE key WHEN account THEN 'account' WHEN pair THEN 'pair'
-                    ELSE 'address' END AS kind, now() AS now
-        FROM wanted, named
+        INSERT INTO login_attempts AS a (key)
+        SELECT key FROM named, unnest(ARRAY[account, pair, $2]) AS key ORDER BY key
+        ON CONFLICT (key) DO UPDATE SET key = excluded.key
+        RETURNING a.key, a.failures, a.window_started_at, a.locked_until, now() AS now,
+            CASE a.key WHEN (SELECT account FROM named) THEN 'account'
+                       WHEN (SELECT pair FROM named) THEN 'pair' ELSE 'address' END AS kind
         """,
         email, address_key,
     )
-    kinds = {r["key"]: r["kind"] for r in rows}
-    locked = await conn.fetch(
-        """
-        SELECT key, failures, window_started_at, locked_until FROM login_attempts
-        WHERE key = ANY($1::text[]) ORDER BY key FOR UPDATE
-        """,
-        list(kinds),
-    )
     counters = {
-        kinds[r["key"]]: AttemptCounter(
-            r["key"], r["failures"], r["window_started_at"], r["locked_until"]
-        )
-        for r in locked
+        r["kind"]: AttemptCounter(r["key"], r["failures"], r["window_started_at"],
+                                  r["locked_until"])
+        for r in rows
     }
     return SignInCounters(**counters, now=rows[0]["now"])
 
@@ -254,11 +246,19 @@ async def save_attempt_counters(
     )
 
 
-async def forget_failure(conn: Conn, pair_key: str, given_back: Sequence[tuple[str, int]]) -> None:
-    """After a success: the account from this address starts afresh; each (key, limit) of
-    `given_back` gets back the attempt it spent (and loses the lock that attempt set, if it
-    was the one that passed the limit)."""
-    await conn.execute("DELETE FROM login_attempts WHERE key = $1", pair_key)
+async def give_back_attempt(
+    conn: asyncpg.Connection, given_back: Sequence[tuple[str, int]], forget: str | None = None
+) -> None:
+    """Each (key, limit) of `given_back` gets back the attempt it spent (and loses the lock
+    that attempt set, if it was the one that passed the limit); the `forget` key starts
+    afresh. Run in a transaction: the rows are locked first, in key order, as
+    lock_attempt_counters locks them."""
+    keys = sorted([key for key, _ in given_back] + ([forget] if forget else []))
+    await conn.execute(
+        "SELECT FROM login_attempts WHERE key = ANY($1::text[]) ORDER BY key FOR UPDATE", keys
+    )
+    if forget:
+        await conn.execute("DELETE FROM login_attempts WHERE key = $1", forget)
     await conn.executemany(
         """
         UPDATE login_attempts
@@ -267,4 +267,11 @@ async def forget_failure(conn: Conn, pair_key: str, given_back: Sequence[tuple[s
         WHERE key = $1
         """,
         given_back,
+    )
+
+
+async def give_back_hit(conn: Conn, key: str) -> None:
+    """Takes back one hit counted in the current window of `key` (count_in_window)."""
+    await conn.execute(
+        "UPDATE rate_windows SET hits = greatest(hits - 1, 0) WHERE key = $1", key
     )

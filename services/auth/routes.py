@@ -1,7 +1,9 @@
 """HTTP endpoints of the auth service (contract §4, Auth), plus the gateway's validate call."""
 
+import contextlib
 import logging
 import uuid
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Annotated
 
@@ -10,7 +12,7 @@ from aiohttp import web
 from pydantic import EmailStr, Field, StringConstraints
 
 from services.auth import domain, queries
-from services.auth.passwords import Passwords
+from services.auth.passwords import HashingBusy, Passwords
 from services.auth.settings import AuthSettings
 from shopkit import errors
 from shopkit.app import POOL_KEY, SETTINGS_KEY, identity, identity_key, require_user
@@ -106,18 +108,21 @@ async def register(request: web.Request) -> web.Response:
     body = await read_model(request, RegisterRequest)
     settings = _settings(request)
     pool = request.app[POOL_KEY]
-    passwords = request.app[PASSWORDS_KEY]
-    with passwords.turn():
-        hits, seconds_left = await queries.count_in_window(
-            pool, domain.registration_key(_client_address(request)),
-            settings.registration_window_seconds,
+    window = domain.registration_key(_client_address(request))
+    hits, seconds_left = await queries.count_in_window(
+        pool, window, settings.registration_window_seconds
+    )
+    if hits > settings.registrations_per_address:
+        raise errors.TooManyRequests(
+            _ceil_seconds(timedelta(seconds=seconds_left)),
+            "Too many registrations from this address; try again later.",
         )
-        if hits > settings.registrations_per_address:
-            raise errors.TooManyRequests(
-                _ceil_seconds(timedelta(seconds=seconds_left)),
-                "Too many registrations from this address; try again later.",
-            )
-        password_hash = await passwords.hash(body.password)
+    try:
+        with request.app[PASSWORDS_KEY].turn():
+            password_hash = await request.app[PASSWORDS_KEY].hash(body.password)
+    except HashingBusy:
+        await queries.give_back_hit(pool, window)  # refused at once: it does not count
+        raise
     try:
         row = await queries.insert_user(pool, uuid.uuid4(), body.email, body.name, password_hash)
     except asyncpg.UniqueViolationError as exc:
@@ -150,9 +155,9 @@ async def _sign_in(request: web.Request, session_role: Role) -> web.Response:
     body = await read_model(request, LoginRequest)
     settings = _settings(request)
     pool = request.app[POOL_KEY]
-    with request.app[PASSWORDS_KEY].turn():
-        counters = await _count_attempt(pool, settings, body.email, _client_address(request))
-        user = await queries.user_by_email(pool, body.email)
+    counters = await _count_attempt(pool, settings, body.email, _client_address(request))
+    user = await queries.user_by_email(pool, body.email)
+    async with _hashing_turn(request, counters):
         password_ok = await request.app[PASSWORDS_KEY].verify(
             user["password_hash"] if user else None, body.password
         )
@@ -171,7 +176,7 @@ async def _sign_in(request: web.Request, session_role: Role) -> web.Response:
         )
         if ended:
             await _announce_revoked(conn, request, user["id"], ended)
-        await _forget_failure(conn, settings, counters)
+        await _give_back(conn, settings, counters, success=True)
     return ok(LoginResult(token=token, expires_at=session["expires_at"], user=_user(user)))
 
 
@@ -189,13 +194,35 @@ async def _count_attempt(
     return counters
 
 
-async def _forget_failure(
-    conn: asyncpg.Connection, settings: AuthSettings, counters: domain.SignInCounters
+async def _give_back(
+    conn: asyncpg.Connection, settings: AuthSettings, counters: domain.SignInCounters,
+    success: bool,
 ) -> None:
-    await queries.forget_failure(conn, counters.pair.key, [
+    """The attempt counted before the password was checked is given back: it succeeded (and
+    the account starts afresh from this address), or it was never made (no turn to hash)."""
+    await queries.give_back_attempt(conn, [
         (counters.account.key, settings.login_max_failures_per_account),
         (counters.address.key, settings.login_max_failures_per_address),
-    ])
+        *([] if success else [(counters.pair.key,
+                               settings.login_max_failures_per_account_and_address)]),
+    ], forget=counters.pair.key if success else None)
+
+
+@contextlib.asynccontextmanager
+async def _hashing_turn(
+    request: web.Request, counters: domain.SignInCounters
+) -> AsyncIterator[None]:
+    """A turn to hash (passwords.turn); refused (503), the attempt already counted is given
+    back, so a refusal costs the caller nothing but a retry. Only the hashing waits in the
+    turn: counting and reading the account happen before it, so a turn is never held while
+    waiting on the database."""
+    try:
+        with request.app[PASSWORDS_KEY].turn():
+            yield
+    except HashingBusy:
+        async with request.app[POOL_KEY].acquire() as conn, conn.transaction():
+            await _give_back(conn, _settings(request), counters, success=False)
+        raise
 
 
 def _policies(settings: AuthSettings) -> domain.SignInPolicies:
@@ -236,17 +263,18 @@ async def change_password(request: web.Request) -> web.Response:
     user = await queries.user_by_id(pool, caller.user_id)
     if user is None:
         raise errors.Unauthorized()
-    with passwords.turn():
-        counters = await _count_attempt(pool, settings, user["email"], _client_address(request))
-        if not await passwords.verify(user["password_hash"], body.current_password):
-            raise errors.InvalidCredentials("The current password is wrong.")
-        new_hash = await passwords.hash(body.new_password)
+    counters = await _count_attempt(pool, settings, user["email"], _client_address(request))
+    async with _hashing_turn(request, counters):
+        current_ok = await passwords.verify(user["password_hash"], body.current_password)
+        new_hash = await passwords.hash(body.new_password) if current_ok else None
+    if new_hash is None:
+        raise errors.InvalidCredentials("The current password is wrong.")
     async with pool.acquire() as conn, conn.transaction():
         await queries.set_password(conn, caller.user_id, new_hash)
         ended = await queries.delete_sessions_of(conn, caller.user_id, keep=caller.session_id)
         if ended:
             await _announce_revoked(conn, request, caller.user_id, ended)
-        await _forget_failure(conn, settings, counters)
+        await _give_back(conn, settings, counters, success=True)
     return ok(Revoked(revoked=len(ended)))
 
 

@@ -46,10 +46,12 @@ async def _listen(app: web.Application) -> None:
     await app[HUB_KEY].run()
 
 
-async def _renew_leases(app: web.Application) -> None:
+async def renew_leases(app: web.Application) -> None:
+    """Renews the leases of this instance's open streams; forgets its others."""
+    hub = app[HUB_KEY]
     async with app[POOL_KEY].acquire() as conn:
         await queries.renew_streams(
-            conn, app[HUB_KEY].instance_id, _settings(app).stream_lease_seconds
+            conn, hub.instance_id, hub.stream_ids, _settings(app).stream_lease_seconds
         )
 
 
@@ -64,7 +66,7 @@ def create_app(settings: NotificationsSettings) -> web.Application:
     app.cleanup_ctx.append(background("notification-listener", _listen))
     app.cleanup_ctx.append(
         periodic("stream-leases", settings.stream_lease_seconds / RENEWALS_PER_LEASE,
-                 _renew_leases)
+                 renew_leases)
     )
     app.cleanup_ctx.append(periodic("revocation-prune", 3600, _prune_revocations))
     return app

@@ -31,20 +31,31 @@ from shopkit.settings import ServiceSettings
 
 log = logging.getLogger("services.notifications.hub")
 
-END = None  # what a stream's queue receives when the stream must end
 NEW, REVOKED = "new", "revoked"
+# Pushes a stream holds for a client that reads slower than they come; past it, the stream
+# ends (and its client resumes from what it last got) rather than lose one.
+PUSHES_HELD = 1000
 
 
 @dataclass(eq=False)
 class Stream:
     session_id: UUID | None
-    pushes: asyncio.Queue[dict[str, Any] | None] = field(
-        default_factory=lambda: asyncio.Queue(maxsize=1000)
+    id: UUID = field(default_factory=uuid.uuid4)
+    pushes: asyncio.Queue[dict[str, Any]] = field(
+        default_factory=lambda: asyncio.Queue(maxsize=PUSHES_HELD)
     )
+    # Set when the stream must end: its session was revoked, a push could not be held, or
+    # pushes may have been missed.
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def push(self, item: dict[str, Any] | None) -> None:
-        with contextlib.suppress(asyncio.QueueFull):  # a stuck client loses pushes only
-            self.pushes.put_nowait(item)
+    def push(self, notification: dict[str, Any]) -> None:
+        try:
+            self.pushes.put_nowait(notification)
+        except asyncio.QueueFull:
+            self.end()
+
+    def end(self) -> None:
+        self.ended.set()
 
 
 @dataclass(frozen=True)
@@ -90,8 +101,15 @@ class Hub:
     def connected(self) -> int:
         return self._connected
 
+    @property
+    def stream_ids(self) -> list[UUID]:
+        return [stream.id for streams in self._streams.values() for stream in streams]
+
     def _on_notice(self, _conn: object, _pid: int, channel: str, payload: str) -> None:
-        """Notes a notice for a user with a stream here; the reading is `_deliver`'s."""
+        self.receive(channel, payload)
+
+    def receive(self, channel: str, payload: str) -> None:
+        """Notes a notice for a user with a stream here; the reading is `deliver`'s."""
         user, _, row = payload.partition(":")
         try:
             notice = Notice(NEW if channel == queries.NEW_NOTIFICATION_CHANNEL else REVOKED,
@@ -103,7 +121,7 @@ class Hub:
             self._notices.append(notice)
             self._noticed.set()
 
-    async def _deliver(self) -> None:
+    async def deliver(self) -> None:
         """Reads what the notices name, in one round trip per kind for all the notices that
         came meanwhile, and hands it to the streams in the order the notices came."""
         while True:
@@ -112,12 +130,14 @@ class Hub:
             notices, self._notices = self._notices, []
             try:
                 await self._apply(notices)
-            except db.DATABASE_ERRORS as exc:
-                # What they were told is unknown: their streams end, and the clients catch up.
+            except Exception as exc:
+                # Whatever went wrong (the database, too many connections...), what these
+                # streams were told is unknown: they end, their clients resume. Delivery goes
+                # on with the next notices.
                 log.warning("notices unread: %s", type(exc).__name__)
                 for user in {notice.user_id for notice in notices}:
                     for stream in self._streams.get(user, ()):
-                        stream.push(END)
+                        stream.end()
 
     async def _apply(self, notices: list[Notice]) -> None:
         new = [(n.user_id, n.row_id) for n in notices if n.kind == NEW]
@@ -137,16 +157,16 @@ class Hub:
             elif notice.kind == REVOKED:
                 for stream in streams:
                     if (notice.user_id, stream.session_id) in ended:
-                        stream.push(END)
+                        stream.end()
 
     def _end_all(self) -> None:
         for streams in self._streams.values():
             for stream in streams:
-                stream.push(END)
+                stream.end()
 
     async def run(self) -> None:
         """Listens until cancelled, reconnecting after Postgres restarts."""
-        delivering = asyncio.create_task(self._deliver(), name="notification-delivery")
+        delivering = asyncio.create_task(self.deliver(), name="notification-delivery")
         delay = 0.2
         try:
             while True:

@@ -3,6 +3,7 @@ search_path."""
 
 from collections.abc import Sequence
 from datetime import datetime
+from enum import StrEnum
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -26,13 +27,18 @@ async def add(
     instance's stream hub which it is.
 
     One statement: run on its own, it is its own transaction, and the NOTIFY goes out at its
-    commit, only if the row was added.
+    commit, only if the row was added. One user's notifications are added one at a time (a
+    lock per user, held to the commit, taken before the row and its `created_at` are made),
+    so their order by `created_at` is the order they were committed in: a stream resuming
+    after the last one its client saw (notifications_after) misses none committed later.
     """
     await conn.execute(
         f"""
         WITH added AS (
             INSERT INTO notifications (id, user_id, type, title, body, order_id, source_event_id)
-            VALUES ($1, $2, $3, $4, $5, $6, $7)
+            SELECT $1::uuid, $2::uuid, $3::text, $4::text, $5::text, $6::uuid, $7::uuid
+            FROM (SELECT pg_advisory_xact_lock(hashtextextended('notify:' || $2::uuid::text, 0)))
+                AS one_at_a_time
             ON CONFLICT (source_event_id) DO NOTHING RETURNING {_NOTIFICATION}
         )
         SELECT pg_notify($8, user_id || ':' || id) FROM added
@@ -109,12 +115,19 @@ async def prune_revoked(conn: Conn) -> None:
     await conn.execute("DELETE FROM revoked_sessions WHERE revoked_at < now() - interval '1 day'")
 
 
+class StreamAdmission(StrEnum):
+    OPENED = "opened"
+    FULL = "full"  # the user has as many streams open as allowed
+    REVOKED = "revoked"  # the session was revoked while the request came through
+
+
 async def open_stream(
-    conn: asyncpg.Connection, stream_id: UUID, user_id: UUID, instance_id: UUID,
-    lease_seconds: float, max_per_user: int,
-) -> bool:
+    conn: asyncpg.Connection, stream_id: UUID, user_id: UUID, session_id: UUID | None,
+    instance_id: UUID, lease_seconds: float, max_per_user: int,
+) -> StreamAdmission:
     """Records a stream of the user's, unless they have `max_per_user` open already (streams
-    whose lease ran out do not count, and go). False when refused.
+    whose lease ran out do not count, and go) or its session has been revoked (after the
+    gateway checked it, before this stream could hear of it).
 
     Two statements in one transaction: the user's lock first, so that the count, whose
     snapshot is taken after the lock is held, sees every stream committed before; concurrent
@@ -125,22 +138,25 @@ async def open_stream(
             "SELECT pg_advisory_xact_lock(hashtextextended('streams:' || $1::uuid::text, 0))",
             user_id,
         )
-        return await conn.fetchval(
+        return StreamAdmission(await conn.fetchval(
             """
             WITH stale AS (
                 DELETE FROM open_streams WHERE user_id = $2 AND lease_ends_at <= now()
-                RETURNING id
+            ), revoked AS (
+                SELECT EXISTS (SELECT FROM revoked_sessions WHERE session_id = $6) AS revoked
             ), opened AS (
                 INSERT INTO open_streams (id, user_id, instance_id, lease_ends_at)
                 SELECT $1, $2, $3, now() + make_interval(secs => $4)
-                WHERE (SELECT count(*) FROM open_streams
+                WHERE NOT (SELECT revoked FROM revoked)
+                  AND (SELECT count(*) FROM open_streams
                        WHERE user_id = $2 AND lease_ends_at > now()) < $5
                 RETURNING id
             )
-            SELECT EXISTS (SELECT FROM opened)
+            SELECT CASE WHEN EXISTS (SELECT FROM opened) THEN 'opened'
+                        WHEN (SELECT revoked FROM revoked) THEN 'revoked' ELSE 'full' END
             """,
-            stream_id, user_id, instance_id, lease_seconds, max_per_user,
-        )
+            stream_id, user_id, instance_id, lease_seconds, max_per_user, session_id,
+        ))
 
 
 async def close_stream(conn: Conn, stream_id: UUID) -> None:
@@ -151,13 +167,20 @@ async def close_streams_of(conn: Conn, instance_id: UUID) -> None:
     await conn.execute("DELETE FROM open_streams WHERE instance_id = $1", instance_id)
 
 
-async def renew_streams(conn: Conn, instance_id: UUID, lease_seconds: float) -> None:
+async def renew_streams(
+    conn: Conn, instance_id: UUID, open_ids: Sequence[UUID], lease_seconds: float
+) -> None:
+    """Renews the leases of the instance's streams open now, and forgets its others (streams
+    that ended while the database could not be told)."""
     await conn.execute(
         """
-        UPDATE open_streams SET lease_ends_at = now() + make_interval(secs => $2)
-        WHERE instance_id = $1
+        WITH renewed AS (
+            UPDATE open_streams SET lease_ends_at = now() + make_interval(secs => $3)
+            WHERE instance_id = $1 AND id = ANY($2::uuid[])
+        )
+        DELETE FROM open_streams WHERE instance_id = $1 AND NOT id = ANY($2::uuid[])
         """,
-        instance_id, lease_seconds,
+        instance_id, list(open_ids), lease_seconds,
     )
 
 

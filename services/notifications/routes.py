@@ -13,7 +13,7 @@ from aiohttp_sse import EventSourceResponse, sse_response
 from pydantic import Field
 
 from services.notifications import queries
-from services.notifications.hub import END, Hub, Stream
+from services.notifications.hub import Hub, Stream
 from services.notifications.settings import NotificationsSettings
 from services.notifications.views import Notification, notification_view
 from shopkit import errors
@@ -114,15 +114,17 @@ async def stream(request: web.Request) -> web.StreamResponse:
     settings: NotificationsSettings = request.app[SETTINGS_KEY]  # type: ignore[assignment]
     hub = request.app[HUB_KEY]
     pool = request.app[POOL_KEY]
-    stream_id = uuid.uuid4()
-    # Subscribed before anything is read or sent: whatever is created from now on reaches it.
+    # Subscribed before anything is read or sent: whatever is created from now on reaches it,
+    # and a revocation from now on ends it (one from before is found by open_stream).
     async with hub.subscribe(caller.user_id, caller.session_id) as stream:
         async with pool.acquire() as conn:
-            admitted = await queries.open_stream(
-                conn, stream_id, caller.user_id, hub.instance_id,
+            admission = await queries.open_stream(
+                conn, stream.id, caller.user_id, caller.session_id, hub.instance_id,
                 settings.stream_lease_seconds, settings.max_streams_per_user,
             )
-        if not admitted:
+        if admission is queries.StreamAdmission.REVOKED:
+            raise errors.Unauthorized("The session has ended; sign in again.")
+        if admission is queries.StreamAdmission.FULL:
             raise errors.TooManyRequests(
                 STREAM_RETRY_SECONDS,
                 f"You have {settings.max_streams_per_user} event streams open already; "
@@ -136,7 +138,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
                 sent = await _catch_up(events, pool, caller.user_id, resume_after)
                 await _follow(events, stream, sent, caller.session_ends_at)
         finally:
-            await _forget_stream(pool, stream_id)
+            await _forget_stream(pool, stream.id)
     return events
 
 
@@ -166,9 +168,9 @@ async def _follow(
     events: EventSourceResponse, stream: Stream, already_sent: set[str],
     session_ends_at: float | None,
 ) -> None:
-    """Sends each push until the client goes, the stream must end (END), or the session is
-    over."""
-    closed = asyncio.ensure_future(events.wait())
+    """Sends each push until the client goes, the stream must end (`stream.ended`: session
+    revoked, pushes missed), or the session is over."""
+    stop = {asyncio.ensure_future(events.wait()), asyncio.ensure_future(stream.ended.wait())}
     try:
         while True:
             left = None if session_ends_at is None else session_ends_at - time.time()
@@ -176,20 +178,20 @@ async def _follow(
                 return
             next_push = asyncio.ensure_future(stream.pushes.get())
             done, _ = await asyncio.wait(
-                {next_push, closed}, timeout=left, return_when=asyncio.FIRST_COMPLETED
+                {next_push, *stop}, timeout=left, return_when=asyncio.FIRST_COMPLETED
             )
-            if next_push not in done:
-                next_push.cancel()
-                if closed in done:
-                    return
-                continue  # the session's end came: checked at the top
-            notification = next_push.result()
-            if notification is END:  # session revoked, or pushes may have been missed
+            if not done & stop and next_push in done:
+                notification = next_push.result()
+                if notification["id"] not in already_sent:
+                    await _send(events, notification)
+                continue
+            next_push.cancel()
+            if done & stop:
                 return
-            if notification["id"] not in already_sent:
-                await _send(events, notification)
+            # else the session's end came: checked at the top
     finally:
-        closed.cancel()
+        for waiter in stop:
+            waiter.cancel()
 
 
 async def _send(events: EventSourceResponse, notification: dict[str, Any]) -> None:

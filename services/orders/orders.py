@@ -4,6 +4,7 @@ Every change is one transaction holding the order's row (or the products' rows) 
 status, the version, the history entry, the stock and the outbox event commit together.
 """
 
+import logging
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
@@ -15,7 +16,7 @@ from pydantic import Field, StrictInt, StringConstraints, field_validator
 from services.orders import domain, queries
 from services.orders.domain import OrderStatus
 from services.orders.settings import OrdersSettings
-from shopkit import errors
+from shopkit import db, errors
 from shopkit.app import POOL_KEY, SETTINGS_KEY, require_admin, require_user
 from shopkit.events import Event
 from shopkit.identity import Identity, Role
@@ -32,6 +33,7 @@ from shopkit.pagination import (
 )
 from shopkit.web import ApiModel, ok, path_id, read_model, request_id, validate
 
+log = logging.getLogger("services.orders")
 routes = web.RouteTableDef()
 
 Note = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)]
@@ -393,17 +395,27 @@ async def expire_overdue_orders(pool: asyncpg.Pool, ttl_seconds: int) -> int:
 
     Several instances may sweep at once: each move checks, under the order's lock, that the
     order is still `placed` (an order confirmed or cancelled meanwhile is left as it is), so an
-    order expires once.
+    order expires once. An order that cannot be moved is logged and passed over (the next
+    sweep tries it again), so it never holds up the others.
     """
     expired = 0
+    passed_over: list[uuid.UUID] = []
     while True:
         async with pool.acquire() as conn:
-            overdue = await queries.overdue_placed_orders(conn, ttl_seconds, EXPIRY_BATCH)
+            overdue = await queries.overdue_placed_orders(
+                conn, ttl_seconds, EXPIRY_BATCH, passed_over
+            )
             for order_id in overdue:
                 try:
                     await _move(conn, order_id, EXPIRY, [OrderStatus.PLACED], None, True, None)
                     expired += 1
                 except (errors.Conflict, errors.NotFound):
                     pass  # confirmed, cancelled or gone since it was read: not overdue now
+                except db.DATABASE_ERRORS:
+                    raise  # the database went away: the next sweep starts again
+                except Exception:
+                    log.exception("an overdue order could not expire", extra={
+                        "order_id": str(order_id)})
+                    passed_over.append(order_id)
         if len(overdue) < EXPIRY_BATCH:
             return expired

@@ -208,11 +208,16 @@ _PLACE_ORDER = f"""
         -- The order keeps a copy: the address may change or go later.
         SELECT {_api_object("a", ("id", *ADDRESS_FIELDS))} AS address
         FROM addresses a WHERE a.id = $3 AND a.user_id = $2
+    ), room AS (
+        -- A user at the cap of open orders, as this snapshot sees them, is refused without
+        -- locking anything (`counted` below checks the cap again, on the latest count).
+        SELECT coalesce((SELECT placed FROM open_orders WHERE user_id = $2), 0) < $9 AS has_room
     ), locked AS (
         -- In id order, as every change to several products' stock locks them: two such
         -- statements never wait on each other. FOR UPDATE waits for a concurrent change of
         -- a row and then reads the row as that change left it, not as the snapshot had it.
-        SELECT {_PRODUCT} FROM products WHERE id = ANY($4::uuid[]) ORDER BY id FOR UPDATE
+        SELECT {_PRODUCT} FROM products
+        WHERE id = ANY($4::uuid[]) AND (SELECT has_room FROM room) ORDER BY id FOR UPDATE
     ), wanted AS (
         -- The lines that are in stock, priced as the locked rows are now.
         SELECT l.line_no::int, l.product_id, p.sku, p.name, p.price_cents AS unit_price_cents,
@@ -266,7 +271,8 @@ _PLACE_ORDER = f"""
     ), event AS ({event_insert(10, gate="admitted", completion=_CREATED_COMPLETION)})
     SELECT placed.*, admitted.items, (SELECT id FROM earlier) AS earlier,
         EXISTS (SELECT FROM shipping) AS address_found,
-        EXISTS (SELECT FROM go) AND NOT EXISTS (SELECT FROM counted) AS too_many_open,
+        NOT (SELECT has_room FROM room)
+            OR EXISTS (SELECT FROM go) AND NOT EXISTS (SELECT FROM counted) AS too_many_open,
         CASE WHEN go.placed_at IS NULL THEN ARRAY(SELECT p FROM locked p) END AS products
     FROM (SELECT) AS always LEFT JOIN go ON true LEFT JOIN admitted ON true
         LEFT JOIN placed ON true
@@ -351,7 +357,9 @@ _MOVE_ORDER = f"""
         -- An order leaving `placed` is one open order fewer for its owner. The condition on
         -- `locked` makes this wait for the products' locks first: placing takes the same two
         -- kinds of lock in that order (products, then this row), so the two never deadlock.
-        UPDATE open_orders SET placed = open_orders.placed - 1
+        -- Never below 0: orders placed before this count existed (or by an instance of an
+        -- earlier version, during a rolling update) were never counted in.
+        UPDATE open_orders SET placed = greatest(open_orders.placed - 1, 0)
         FROM moved
         WHERE open_orders.user_id = moved.user_id AND moved.previous = 'placed'
           AND (SELECT count(*) FROM locked) >= 0
@@ -388,15 +396,19 @@ async def move_order(
     return row
 
 
-async def overdue_placed_orders(conn: Conn, ttl_seconds: int, limit: int) -> list[UUID]:
-    """Orders still `placed` `ttl_seconds` after they were placed, oldest first."""
+async def overdue_placed_orders(
+    conn: Conn, ttl_seconds: int, limit: int, passed_over: Sequence[UUID] = ()
+) -> list[UUID]:
+    """Orders still `placed` `ttl_seconds` after they were placed, oldest first, but those
+    `passed_over`."""
     rows = await conn.fetch(
         """
         SELECT id FROM orders
         WHERE status = 'placed' AND created_at < now() - make_interval(secs => $1)
+          AND NOT id = ANY($3::uuid[])
         ORDER BY created_at LIMIT $2
         """,
-        ttl_seconds, limit,
+        ttl_seconds, limit, list(passed_over),
     )
     return [row["id"] for row in rows]
 

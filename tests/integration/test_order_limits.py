@@ -3,19 +3,24 @@ user in `placed`, under concurrency too; an order left `placed` too long is canc
 system, its stock given back, with the events and notification of any cancellation."""
 
 import asyncio
+import uuid
 from typing import Any
 
 import aiohttp
 import asyncpg
 
+from services.orders.orders import expire_overdue_orders
+from shopkit.app import POOL_KEY
 from tests.events import watch_events
 from tests.system import (
+    System,
     call,
     create_product,
     eventually,
     new_customer,
     running_system,
 )
+from tests.system_tests.support import lock_held
 
 
 async def _place(
@@ -143,3 +148,54 @@ async def test_an_order_left_placed_too_long_is_cancelled_by_the_system(
                        for n in body["data"]["items"])
 
         await eventually(notified)
+
+
+async def test_a_user_at_the_cap_is_refused_without_waiting_for_any_product(
+    databases, admin_token: str, admin_db: asyncpg.Pool
+) -> None:
+    """Refused on what the count says: the products are not locked (a user at the cap cannot
+    keep popular products' rows busy with orders that will be refused)."""
+    async with running_system(
+        databases, orders={"max_open_orders_per_user": 1}
+    ) as own, aiohttp.ClientSession(base_url=own.gateway_url) as client:
+        token, address = await new_customer(client)
+        product = (await create_product(client, admin_token, stock=10))["id"]
+        assert (await _place(client, token, address, product))[0] == 201
+        async with lock_held(admin_db, "SELECT FROM orders.products WHERE id = $1 FOR UPDATE",
+                             uuid.UUID(product)), asyncio.timeout(5):
+            status, body = await _place(client, token, address, product)
+        assert status == 409 and body["code"] == "too_many_open_orders"
+
+
+async def test_an_order_that_cannot_expire_holds_up_no_other(
+    system: System, client: aiohttp.ClientSession, admin_token: str, admin_db: asyncpg.Pool
+) -> None:
+    token, address = await new_customer(client)
+    product = (await create_product(client, admin_token, stock=10))["id"]
+    stuck = (await _place(client, token, address, product))[1]["data"]["id"]
+    due = (await _place(client, token, address, product))[1]["data"]["id"]
+    await admin_db.execute(  # both a week old, the stuck one the older
+        "UPDATE orders.orders SET created_at = now() - interval '8 days' + "
+        "CASE WHEN id = $1 THEN interval '0' ELSE interval '1 second' END"
+        " WHERE id = ANY($2::uuid[])", uuid.UUID(stuck), [uuid.UUID(stuck), uuid.UUID(due)],
+    )
+    trigger = f"stuck_{uuid.uuid4().hex[:8]}"
+    await admin_db.execute(  # any failure of one order's move, whatever it is
+        f"""
+        CREATE FUNCTION orders.{trigger}() RETURNS trigger LANGUAGE plpgsql AS
+        $$ BEGIN RAISE EXCEPTION 'this order cannot move'; END $$;
+        CREATE TRIGGER {trigger} BEFORE UPDATE ON orders.orders FOR EACH ROW
+        WHEN (OLD.id = '{stuck}') EXECUTE FUNCTION orders.{trigger}();
+        """
+    )
+    try:
+        await expire_overdue_orders(system.apps["orders"][POOL_KEY], ttl_seconds=86400)
+        statuses = {r["id"]: r["status"] for r in await admin_db.fetch(
+            "SELECT id::text, status FROM orders.orders WHERE id = ANY($1::uuid[])",
+            [uuid.UUID(stuck), uuid.UUID(due)],
+        )}
+    finally:
+        await admin_db.execute(
+            f"DROP TRIGGER {trigger} ON orders.orders; DROP FUNCTION orders.{trigger}()"
+        )
+    assert statuses == {stuck: "placed", due: "cancelled"}

@@ -224,3 +224,17 @@ async def test_hashing_past_its_queue_is_refused_at_once_and_counts_nothing(
         )
         assert failures == sum(1 for status, _ in results if status == 401)
         await login(client, email)
+
+
+async def test_only_a_hash_of_each_token_is_stored(
+    client: aiohttp.ClientSession, admin_db: asyncpg.Pool
+) -> None:
+    email = unique_email()
+    await register(client, email)
+    token = await login(client, email)
+    rows = await admin_db.fetch(
+        "SELECT s.* FROM auth.sessions s JOIN auth.users u ON u.id = s.user_id"
+        " WHERE u.email = $1", email,
+    )
+    assert len(rows) == 1 and rows[0]["token_hash"] == token_hash(token)
+    assert token.encode() not in b"".join(str(value).encode() for value in rows[0].values())

@@ -13,6 +13,8 @@ import asyncpg
 import orjson
 
 from services.auth.domain import token_hash
+from services.notifications.app import renew_leases
+from services.notifications.routes import HUB_KEY
 from tests.conftest import unique_email
 from tests.system import (
     System,
@@ -172,3 +174,45 @@ async def test_a_stream_ends_when_its_session_ends(
     async with event_stream(system.gateway_url, token) as response:
         await stream_ends(response, deadline_seconds=10)
     assert (await call(client, "GET", "/api/users/me", token))[0] == 401
+
+
+async def test_a_stream_does_not_open_on_a_session_revoked_on_its_way(
+    system: System, client: aiohttp.ClientSession, admin_db: asyncpg.Pool
+) -> None:
+    """A revocation that reached notifications after the gateway checked the token, but
+    before the stream could hear of it, still keeps the stream from opening."""
+    token, _ = await new_customer(client)
+    _, sessions = await call(client, "GET", "/api/users/sessions", token)
+    session_id = sessions["data"]["items"][0]["id"]
+    _, me = await call(client, "GET", "/api/users/me", token)
+    await admin_db.execute(  # as notifications record an auth.session_revoked
+        "INSERT INTO notifications.revoked_sessions (event_id, session_id, user_id)"
+        " VALUES ($1, $2, $3)", uuid.uuid4(), uuid.UUID(session_id), uuid.UUID(me["data"]["id"]),
+    )
+    async with stream_attempt(system.gateway_url, token) as refused:
+        assert refused.status == 401
+
+
+async def test_streams_that_ended_unrecorded_stop_counting(
+    system: System, client: aiohttp.ClientSession, admin_db: asyncpg.Pool
+) -> None:
+    """A stream whose end could not be written (the database was away) is forgotten at the
+    next renewal of its instance's leases, instead of counting against its user for good."""
+    app = system.apps["notifications"]
+    hub = app[HUB_KEY]
+    token, _ = await new_customer(client)
+    _, me = await call(client, "GET", "/api/users/me", token)
+    ghost = uuid.uuid4()
+    await admin_db.execute(
+        "INSERT INTO notifications.open_streams (id, user_id, instance_id, lease_ends_at)"
+        " VALUES ($1, $2, $3, now() + interval '1 hour')",
+        ghost, uuid.UUID(me["data"]["id"]), hub.instance_id,
+    )
+    async with event_stream(system.gateway_url, token):
+        await renew_leases(app)
+        rows = await admin_db.fetch(
+            "SELECT id FROM notifications.open_streams WHERE user_id = $1",
+            uuid.UUID(me["data"]["id"]),
+        )
+        open_now = set(hub.stream_ids)
+    assert len(rows) == 1 and rows[0]["id"] in open_now, "the ghost is gone, the stream stays"

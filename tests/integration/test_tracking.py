@@ -241,6 +241,22 @@ async def test_an_event_from_a_component_that_does_not_own_its_type_is_dead_lett
     await eventually(lambda: _tracking_row(admin_db, order_id))
 
 
+async def test_an_event_under_another_types_routing_key_is_dead_lettered(
+    system, admin_db: asyncpg.Pool
+) -> None:
+    """RabbitMQ lets auth publish under `auth.*` keys only, but checks the key, not the body:
+    an order event published under an auth key (which tracking does not even bind: here
+    under order.status_changed's key, as a component allowed that key but not this type
+    would) is not believed."""
+    await _dead_letters()
+    order_id, user_id = uuid.uuid4(), uuid.uuid4()
+    created = _order_events(order_id, user_id)[0]
+    await publish_event(created[0], created[1], routing_key="order.status_changed")
+    dead = await eventually(_dead_letters)
+    assert "under 'order.status_changed'" in dead[0].headers[REASON_HEADER]
+    assert await _tracking_row(admin_db, order_id) is None
+
+
 async def _dead_letters_count() -> int:
     return (await dead_letter_counts(RABBITMQ_URL, [QUEUE]))[f"{QUEUE}.dlq"]
 

@@ -27,11 +27,13 @@ from tests.system import (
     admin_login,
     bearer,
     call,
+    client_from,
     component_rabbitmq_url,
     event_stream,
     eventually,
     identity_key,
     login,
+    loopback_address,
     next_sse_event,
     place_order,
     register,
@@ -75,9 +77,13 @@ async def test_three_hundred_streams_of_one_user_leave_everyone_else_served(
 ) -> None:
     """Before: one user's 300 streams took the gateway's 256 connections to the services, and
     every other notifications request waited 11 s for a 504. Now: 5 streams are that user's
-    share, the rest are refused at once, and another user's requests are served throughout."""
-    async with aiohttp.ClientSession(base_url=shop.gateway_url) as client:
-        hog, _ = await _signed_in(client)
+    share, the rest are refused at once (too many streams, or, while the client has its share
+    of requests in flight, too many requests), and another user, from another address, is
+    served throughout."""
+    async with aiohttp.ClientSession(base_url=shop.gateway_url) as hogs, client_from(
+        shop.gateway_url, loopback_address()
+    ) as client:
+        hog, _ = await _signed_in(hogs)
         other, _ = await _signed_in(client)
         answered: list[float] = []
         flooding = asyncio.Event()
@@ -101,21 +107,26 @@ async def test_three_hundred_streams_of_one_user_leave_everyone_else_served(
             )
             flooding.set()
             await served
-        counted = Counter(statuses)
+        counted = Counter(status for status, _ in statuses)
         assert counted == {200: 5, 429: STREAMS_TRIED - 5}, counted
+        assert {code for status, code in statuses if status == 429} <= {
+            "too_many_streams", "too_many_requests"
+        }
         assert answered and max(answered) < 5, f"slowest answer {max(answered):.1f} s"
 
 
 async def _hold_stream(
     held: contextlib.AsyncExitStack, session: aiohttp.ClientSession, token: str
-) -> int:
+) -> tuple[int, str | None]:
+    """Opens a stream and keeps it open: (status, the error's code)."""
     response = await held.enter_async_context(
         session.get("/api/notifications/stream", headers=bearer(token))
     )
-    if response.status != 200:
-        body = await response.json()
-        assert body["code"] == "too_many_streams" and response.headers["Retry-After"], body
-    return response.status
+    if response.status == 200:
+        return 200, None
+    body = await response.json()
+    assert response.headers["Retry-After"], body
+    return response.status, body["code"]
 
 
 async def test_a_session_opened_before_a_promotion_gets_no_admin_rights(
@@ -260,6 +271,30 @@ async def test_order_events_published_with_the_gateways_credentials_are_refused(
             await queue.bind("shop.events", routing_key="order.#")
     # What each may do still works: orders publishes its own events.
     await _publish(component_rabbitmq_url("orders"), "shop.events", "order.nobody.listens", body)
+
+
+async def test_an_event_under_a_key_its_publisher_may_use_but_of_another_type_is_not_believed(
+    shop: LaunchedSystem,
+) -> None:
+    """RabbitMQ checks the routing key, not the body: auth may publish under
+    `auth.session_revoked`, which notifications hears. An order event inside it (claiming to
+    come from orders) would make a notification for anyone; the consumer believes an event
+    only under its own type's key."""
+    await take_dead_letters("notifications.events")
+    async with aiohttp.ClientSession(base_url=shop.gateway_url) as client:
+        token, user_id = await _signed_in(client)
+        forged = orjson.dumps({
+            "id": str(uuid.uuid4()), "type": "order.status_changed", "source": "orders",
+            "occurredAt": "2026-01-01T00:00:00+00:00",
+            "data": {"orderId": str(uuid.uuid4()), "userId": user_id, "from": "placed",
+                     "to": "cancelled", "note": "Pay again at evil.example", "version": 2},
+        })
+        await _publish(component_rabbitmq_url("auth"), "shop.events", "auth.session_revoked",
+                       forged)
+        dead = await eventually(lambda: take_dead_letters("notifications.events"))
+        assert "under 'auth.session_revoked'" in dead[0].headers["x-dead-letter-reason"]
+        _, body = await call(client, "GET", "/api/notifications", token)
+        assert body["data"]["items"] == []
 
 
 async def _publish(url: str, exchange_name: str, key: str, body: bytes) -> None:

@@ -9,6 +9,7 @@ from multidict import CIMultiDict
 
 from gateway.recent import Recent
 from gateway.upstream import client_address
+from shopkit.web import client_bucket
 
 
 def _request(*forwarded: str) -> object:
@@ -24,8 +25,14 @@ def _request(*forwarded: str) -> object:
     (("6.6.6.6", "10.0.0.7"), 1, "10.0.0.7"),  # a line the client wrote before the proxy's
     (("6.6.6.6", "10.0.0.7, 10.0.0.1"), 2, "10.0.0.7"),
     (("10.0.0.7",), 2, "10.0.0.7"),  # fewer entries than proxies: the outermost there is
-    (("not an address",), 1, None),
     (("2001:db8::1",), 1, "2001:db8::1"),
+    # What proxies write besides a bare address: ports, brackets.
+    (("192.0.2.7:4431",), 1, "192.0.2.7"),
+    (("[2001:db8::1]:443",), 1, "2001:db8::1"),
+    (("[2001:db8::1]",), 1, "2001:db8::1"),
+    # Not an address: kept as written, so each client stays apart from the others.
+    (("unknown",), 1, "unknown"),
+    (("_hidden",), 1, "_hidden"),
 ])
 def test_the_client_address_is_read_from_the_right(
     lines: tuple[str, ...], trusted: int, address: str | None
@@ -33,6 +40,17 @@ def test_the_client_address_is_read_from_the_right(
     request = _request(*lines)
     expected = address if address is not None else (request.remote or "unknown")
     assert client_address(request, trusted) == expected
+
+
+@pytest.mark.parametrize(("address", "bucket"), [
+    ("192.0.2.7", "192.0.2.7"),
+    ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+    ("2001:db8:1:2:ffff::9", "2001:db8:1:2::/64"),  # the same host's /64: one client
+    ("::ffff:192.0.2.7", "192.0.2.7"),
+    ("unknown", "unknown"),
+])
+def test_limits_count_an_ipv6_client_by_its_64(address: str, bucket: str) -> None:
+    assert client_bucket(address) == bucket
 
 
 async def test_an_answer_is_made_once_per_period_and_shared() -> None:

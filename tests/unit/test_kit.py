@@ -1,4 +1,7 @@
 import gc
+import resource
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,3 +71,19 @@ def test_a_started_component_leaves_its_startup_objects_to_reference_counting() 
     finally:
         gc.unfreeze()
         gc.set_threshold(*threshold)
+
+
+def test_a_component_takes_every_file_descriptor_the_system_allows() -> None:
+    """Started with a small soft limit (a shell's 1024, say), a component raises it to the
+    hard one: its caps on connections and streams are its own settings, not that accident."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard <= 256:
+        pytest.skip("no finite hard limit above 256 here")
+    child = subprocess.run(
+        [sys.executable, "-c",
+         "import resource; from shopkit.runner import allow_all_descriptors; "
+         "allow_all_descriptors(); print(resource.getrlimit(resource.RLIMIT_NOFILE)[0])"],
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)),
+        capture_output=True, text=True, check=True,
+    )
+    assert int(child.stdout) == hard

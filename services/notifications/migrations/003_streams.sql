@@ -9,6 +9,8 @@ CREATE TABLE revoked_sessions (
     PRIMARY KEY (event_id, session_id)
 );
 CREATE INDEX revoked_sessions_at_idx ON revoked_sessions (revoked_at);
+-- A stream opening checks that its session was not revoked while the request came through.
+CREATE INDEX revoked_sessions_session_idx ON revoked_sessions (session_id);
 
 -- The event streams open now, on every instance: what the per-user cap counts. Each instance
 -- renews its own rows' leases; a row whose lease ran out (its instance died) no longer counts.
