@@ -63,6 +63,8 @@ def sane_request_id(candidate: str | None) -> str:
 def client_bucket(address: str) -> str:
     """What per-client limits count by: an IPv4 address, or the /64 an IPv6 address is in (one
     host commonly holds a whole /64, so counting by address would give it limits without end)."""
+    if ":" not in address:  # IPv4 as the server gives it (or no address at all)
+        return address
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
@@ -122,6 +124,8 @@ async def read_body(request: web.Request) -> bytes:
     if not request.body_exists:
         return b""
     try:
+        if request.content.is_eof():  # all of it came with the headers: nothing to wait for
+            return await request.read()
         async with asyncio.timeout(request.config_dict[BODY_READ_TIMEOUT_KEY]):
             return await request.read()
     except web.HTTPRequestEntityTooLarge as exc:

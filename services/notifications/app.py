@@ -29,7 +29,7 @@ def _settings(app: web.Application) -> NotificationsSettings:
 
 
 async def _hub(app: web.Application) -> AsyncIterator[None]:
-    app[HUB_KEY] = Hub(app[SETTINGS_KEY], app[POOL_KEY], _settings(app).max_streams_per_instance)
+    app[HUB_KEY] = Hub(app[SETTINGS_KEY], _settings(app).max_streams_per_instance)
     add_refreshers(app, _stream_gauge)
     yield
     # Its streams are gone with it; if the database cannot be told, their leases run out.

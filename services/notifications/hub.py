@@ -70,9 +70,11 @@ class HubFull(errors.ServiceUnavailable):
 
 
 class Hub:
-    def __init__(self, settings: ServiceSettings, pool: asyncpg.Pool, ceiling: int) -> None:
+    def __init__(self, settings: ServiceSettings, ceiling: int) -> None:
         self._settings = settings
-        self._pool = pool
+        # The connection the notices come on, while they do: the rows they name are read on
+        # it too (a pool's turn for each would cost more than the read).
+        self._listening: asyncpg.Connection | None = None
         self._ceiling = ceiling
         self._streams: dict[UUID, set[Stream]] = defaultdict(set)
         self._connected = 0
@@ -142,12 +144,14 @@ class Hub:
     async def _apply(self, notices: list[Notice]) -> None:
         new = [(n.user_id, n.row_id) for n in notices if n.kind == NEW]
         revoked = [(n.user_id, n.row_id) for n in notices if n.kind == REVOKED]
-        async with self._pool.acquire() as conn:
-            rows = {r["id"]: r for r in await queries.notifications_by_id(conn, new)} if new else {}
-            ended = (
-                {(r["user_id"], r["session_id"]) for r in await queries.revoked_sessions(
-                    conn, revoked)} if revoked else set()
-            )
+        conn = self._listening
+        if conn is None:
+            raise ConnectionError("not listening: the notices cannot be read")
+        rows = {r["id"]: r for r in await queries.notifications_by_id(conn, new)} if new else {}
+        ended = (
+            {(r["user_id"], r["session_id"]) for r in await queries.revoked_sessions(
+                conn, revoked)} if revoked else set()
+        )
         for notice in notices:
             streams = self._streams.get(notice.user_id, ())
             if notice.kind == NEW and (row := rows.get(notice.row_id)) is not None:
@@ -189,7 +193,9 @@ class Hub:
         try:
             await conn.add_listener(queries.NEW_NOTIFICATION_CHANNEL, self._on_notice)
             await conn.add_listener(queries.SESSIONS_REVOKED_CHANNEL, self._on_notice)
+            self._listening = conn
             await lost.wait()
         finally:
+            self._listening = None
             if not conn.is_closed():
                 await conn.close()
