@@ -20,6 +20,7 @@ from yarl import URL
 from gateway.app import create_app as create_gateway
 from gateway.settings import GatewaySettings
 from services.auth.app import create_app as create_auth
+from services.auth.domain import token_hash
 from services.auth.settings import AuthSettings
 from services.notifications.app import create_app as create_notifications
 from services.notifications.settings import NotificationsSettings
@@ -218,6 +219,21 @@ async def admin_login(
         body = await response.json()
         assert response.status == 200, body
         return body["data"]["token"]
+
+
+async def session_changed(
+    client: aiohttp.ClientSession, admin_db: Any, change: str, *args: Any
+) -> str:
+    """A new user's session token, its row changed behind the services' back: `change` is the
+    SET clause of an UPDATE of auth.sessions (its own parameters from $2 on). The token was
+    not used through the gateway yet, so no gateway holds auth's earlier answer for it."""
+    email = f"user-{secrets.token_hex(6)}@example.com"
+    await register(client, email)
+    token = await login(client, email)
+    await admin_db.execute(
+        f"UPDATE auth.sessions SET {change} WHERE token_hash = $1", token_hash(token), *args
+    )
+    return token
 
 
 def loopback_address() -> str:

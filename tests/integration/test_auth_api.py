@@ -9,7 +9,7 @@ import asyncpg
 
 from services.auth.domain import token_hash
 from tests.conftest import unique_email
-from tests.system import bearer, login, register, running_system
+from tests.system import bearer, login, register, running_system, session_changed
 
 
 async def test_register_login_me_logout_round_trip(client: aiohttp.ClientSession) -> None:
@@ -138,13 +138,7 @@ async def test_wrong_password_and_unknown_email_are_indistinguishable(databases)
 async def test_expired_session_is_refused_and_deleted(
     client: aiohttp.ClientSession, admin_db: asyncpg.Pool
 ) -> None:
-    email = unique_email()
-    await register(client, email)
-    token = await login(client, email)
-    await admin_db.execute(
-        "UPDATE auth.sessions SET expires_at = now() - interval '1 second' WHERE token_hash = $1",
-        token_hash(token),
-    )
+    token = await session_changed(client, admin_db, "expires_at = now() - interval '1 second'")
     async with client.get("/api/users/me", headers=bearer(token)) as response:
         assert response.status == 401
         assert (await response.json())["code"] == "unauthorized"

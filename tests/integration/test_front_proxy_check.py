@@ -23,6 +23,14 @@ async def checking_system(databases) -> AsyncIterator[System]:
         yield system
 
 
+async def _signed_in(system: System) -> tuple[str, str]:
+    """A new user's email and token."""
+    async with aiohttp.ClientSession(base_url=system.gateway_url) as client:
+        email = unique_email()
+        await register(client, email)
+        return email, await login(client, email)
+
+
 async def _check(
     auth_url: str, token: str, method: str, uri: str, service: str = "auth"
 ) -> aiohttp.ClientResponse:
@@ -39,10 +47,7 @@ async def test_a_valid_token_gets_an_identity_the_services_accept(
     checking_system: System,
 ) -> None:
     auth_url = checking_system.service_urls["auth"]
-    async with aiohttp.ClientSession(base_url=checking_system.gateway_url) as client:
-        email = unique_email()
-        await register(client, email)
-        token = await login(client, email)
+    email, token = await _signed_in(checking_system)
     checked = await _check(auth_url, token, "GET", "/api/users/me")
     assert checked.status == 204
     identity = checked.headers[IDENTITY_HEADER]
@@ -63,10 +68,7 @@ async def test_it_vouches_only_to_the_services_it_holds_a_key_for(
     checking_system: System,
 ) -> None:
     auth_url = checking_system.service_urls["auth"]
-    async with aiohttp.ClientSession(base_url=checking_system.gateway_url) as client:
-        email = unique_email()
-        await register(client, email)
-        token = await login(client, email)
+    _, token = await _signed_in(checking_system)
     checked = await _check(auth_url, token, "GET", "/api/orders", service="orders")
     assert checked.status == 204
     async with aiohttp.ClientSession() as direct, direct.get(

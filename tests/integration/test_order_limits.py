@@ -4,6 +4,9 @@ system, its stock given back, with the events and notification of any cancellati
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -49,15 +52,35 @@ async def _open_orders_agree(admin_db: asyncpg.Pool, user_id: str) -> None:
     assert counted == placed
 
 
-async def test_a_user_has_at_most_so_many_orders_placed_at_once(
-    databases, admin_token: str, admin_db: asyncpg.Pool
-) -> None:
-    async with running_system(
-        databases, orders={"max_open_orders_per_user": 3}
-    ) as own, aiohttp.ClientSession(base_url=own.gateway_url) as client:
+@dataclass
+class Shopper:
+    client: aiohttp.ClientSession
+    token: str
+    address: str
+    user_id: str
+    product: str
+
+
+@asynccontextmanager
+async def shopper(
+    databases: dict, admin_token: str, **orders: Any
+) -> AsyncIterator[Shopper]:
+    """A customer with an address, and a product with 100 in stock, in a system of its own
+    with these orders settings."""
+    async with running_system(databases, orders=orders) as own, aiohttp.ClientSession(
+        base_url=own.gateway_url
+    ) as client:
         token, address = await new_customer(client)
         user_id = (await call(client, "GET", "/api/users/me", token))[1]["data"]["id"]
         product = (await create_product(client, admin_token, stock=100))["id"]
+        yield Shopper(client, token, address, user_id, product)
+
+
+async def test_a_user_has_at_most_so_many_orders_placed_at_once(
+    databases, admin_token: str, admin_db: asyncpg.Pool
+) -> None:
+    async with shopper(databases, admin_token, max_open_orders_per_user=3) as it:
+        client, token, address, product = it.client, it.token, it.address, it.product
         placed = [(await _place(client, token, address, product, key=f"k{n}"))[1]["data"]["id"]
                   for n in range(3)]
 
@@ -74,7 +97,7 @@ async def test_a_user_has_at_most_so_many_orders_placed_at_once(
                                admin_token, {"status": "confirmed"})
         assert status == 200
         assert (await _place(client, token, address, product))[0] == 201, "confirmed: not open"
-        await _open_orders_agree(admin_db, user_id)
+        await _open_orders_agree(admin_db, it.user_id)
 
         other, other_address = await new_customer(client)
         assert (await _place(client, other, other_address, product))[0] == 201, "per user"
@@ -83,12 +106,8 @@ async def test_a_user_has_at_most_so_many_orders_placed_at_once(
 async def test_concurrent_placements_never_pass_the_cap(
     databases, admin_token: str, admin_db: asyncpg.Pool
 ) -> None:
-    async with running_system(
-        databases, orders={"max_open_orders_per_user": 3}
-    ) as own, aiohttp.ClientSession(base_url=own.gateway_url) as client:
-        token, address = await new_customer(client)
-        user_id = (await call(client, "GET", "/api/users/me", token))[1]["data"]["id"]
-        product = (await create_product(client, admin_token, stock=100))["id"]
+    async with shopper(databases, admin_token, max_open_orders_per_user=3) as it:
+        client, token, address, product = it.client, it.token, it.address, it.product
         results = await asyncio.gather(
             *(_place(client, token, address, product) for _ in range(12))
         )
@@ -101,19 +120,15 @@ async def test_concurrent_placements_never_pass_the_cap(
         again = [_place(client, token, address, product) for _ in range(6)]
         outcomes = await asyncio.gather(*cancel, *again)
         assert {status for status, _ in outcomes} <= {200, 201, 409}, outcomes
-        await _open_orders_agree(admin_db, user_id)
+        await _open_orders_agree(admin_db, it.user_id)
 
 
 async def test_an_order_left_placed_too_long_is_cancelled_by_the_system(
     databases, admin_token: str, admin_db: asyncpg.Pool
 ) -> None:
-    async with running_system(
-        databases, orders={"placed_order_ttl_seconds": 1,
-                           "placed_order_sweep_interval_seconds": 0.2},
-    ) as own, aiohttp.ClientSession(base_url=own.gateway_url) as client:
-        token, address = await new_customer(client)
-        user_id = (await call(client, "GET", "/api/users/me", token))[1]["data"]["id"]
-        product = (await create_product(client, admin_token, stock=10))["id"]
+    async with shopper(databases, admin_token, placed_order_ttl_seconds=1,
+                       placed_order_sweep_interval_seconds=0.2) as it:
+        client, token, address, product = it.client, it.token, it.address, it.product
         async with watch_events("order.status_changed") as events:
             _, left = await _place(client, token, address, product)
             _, taken_on = await _place(client, token, address, product)
@@ -137,10 +152,10 @@ async def test_an_order_left_placed_too_long_is_cancelled_by_the_system(
         event = next(b for b in changes if b["data"]["orderId"] == left_id)
         assert event["data"]["from"] == "placed" and event["data"]["to"] == "cancelled"
         assert event["data"]["note"] == "expired"
-        assert await _stock(client, product) == 9, "the expired order's unit went back"
+        assert await _stock(client, product) == 99, "the expired order's unit went back"
         _, confirmed = await call(client, "GET", f"/api/orders/{taken_on['data']['id']}", token)
         assert confirmed["data"]["status"] == "confirmed", "only placed orders expire"
-        await _open_orders_agree(admin_db, user_id)
+        await _open_orders_agree(admin_db, it.user_id)
 
         async def notified() -> bool:
             _, body = await call(client, "GET", "/api/notifications", token)
@@ -155,11 +170,8 @@ async def test_a_user_at_the_cap_is_refused_without_waiting_for_any_product(
 ) -> None:
     """Refused on what the count says: the products are not locked (a user at the cap cannot
     keep popular products' rows busy with orders that will be refused)."""
-    async with running_system(
-        databases, orders={"max_open_orders_per_user": 1}
-    ) as own, aiohttp.ClientSession(base_url=own.gateway_url) as client:
-        token, address = await new_customer(client)
-        product = (await create_product(client, admin_token, stock=10))["id"]
+    async with shopper(databases, admin_token, max_open_orders_per_user=1) as it:
+        client, token, address, product = it.client, it.token, it.address, it.product
         assert (await _place(client, token, address, product))[0] == 201
         async with lock_held(admin_db, "SELECT FROM orders.products WHERE id = $1 FOR UPDATE",
                              uuid.UUID(product)), asyncio.timeout(5):

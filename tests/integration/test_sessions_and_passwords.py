@@ -20,6 +20,7 @@ from tests.system import (
     loopback_address,
     register,
     running_system,
+    session_changed,
 )
 
 
@@ -113,17 +114,19 @@ async def test_password_change_input_is_validated(
         assert response.status == 401
 
 
+async def _last_used(
+    client: aiohttp.ClientSession, admin_db: asyncpg.Pool, seconds_ago: float
+) -> str:
+    """A new session's token, as if last used `seconds_ago`."""
+    return await session_changed(
+        client, admin_db, "last_seen_at = now() - make_interval(secs => $2)", seconds_ago
+    )
+
+
 async def test_an_idle_session_ends(
     client: aiohttp.ClientSession, admin_db: asyncpg.Pool, system: System
 ) -> None:
-    email = unique_email()
-    await register(client, email)
-    token = await login(client, email)
-    idle = system.settings["auth"].session_idle_seconds
-    await admin_db.execute(
-        "UPDATE auth.sessions SET last_seen_at = now() - make_interval(secs => $2)"
-        " WHERE token_hash = $1", token_hash(token), idle + 1,
-    )
+    token = await _last_used(client, admin_db, system.settings["auth"].session_idle_seconds + 1)
     assert await _status(client, "GET", "/api/users/me", token) == 401
     assert await admin_db.fetchval(
         "SELECT count(*) FROM auth.sessions WHERE token_hash = $1", token_hash(token)
@@ -133,14 +136,7 @@ async def test_an_idle_session_ends(
 async def test_using_a_session_keeps_it_alive(
     client: aiohttp.ClientSession, admin_db: asyncpg.Pool, system: System
 ) -> None:
-    email = unique_email()
-    await register(client, email)
-    token = await login(client, email)
-    idle = system.settings["auth"].session_idle_seconds
-    await admin_db.execute(
-        "UPDATE auth.sessions SET last_seen_at = now() - make_interval(secs => $2)"
-        " WHERE token_hash = $1", token_hash(token), idle - 5,
-    )
+    token = await _last_used(client, admin_db, system.settings["auth"].session_idle_seconds - 5)
     assert await _status(client, "GET", "/api/users/me", token) == 200
     seen = await admin_db.fetchval(
         "SELECT now() - last_seen_at < interval '5 seconds' FROM auth.sessions"

@@ -12,21 +12,18 @@ import aiohttp
 import asyncpg
 import orjson
 
-from services.auth.domain import token_hash
 from services.notifications.app import renew_leases
 from services.notifications.routes import HUB_KEY
-from tests.conftest import unique_email
 from tests.system import (
     System,
     call,
     event_stream,
     eventually,
-    login,
     new_customer,
     next_sse_event,
     place_order,
-    register,
     running_system,
+    session_changed,
     stream_attempt,
     stream_ends,
 )
@@ -163,14 +160,7 @@ async def test_streams_never_take_the_connections_requests_need(
 async def test_a_stream_ends_when_its_session_ends(
     system: System, client: aiohttp.ClientSession, admin_db: asyncpg.Pool
 ) -> None:
-    email = unique_email()
-    await register(client, email)
-    token = await login(client, email)
-    # Not used through the gateway yet, so the gateway asks auth when the stream opens.
-    await admin_db.execute(
-        "UPDATE auth.sessions SET expires_at = now() + interval '2 seconds'"
-        " WHERE token_hash = $1", token_hash(token),
-    )
+    token = await session_changed(client, admin_db, "expires_at = now() + interval '2 seconds'")
     async with event_stream(system.gateway_url, token) as response:
         await stream_ends(response, deadline_seconds=10)
     assert (await call(client, "GET", "/api/users/me", token))[0] == 401
