@@ -22,6 +22,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from aiohttp import web
 
 from gateway.tokens import TokenCache
+from shopkit.backoff import Backoff
 from shopkit.broker_access import GATEWAY_QUEUE_PREFIX
 from shopkit.events import EXCHANGE, SESSION_REVOKED
 
@@ -32,17 +33,16 @@ TOKEN_CACHE_KEY = web.AppKey("token_cache", TokenCache)
 
 async def listen(url: str, cache: TokenCache) -> None:
     """Runs until cancelled, reconnecting with backoff whenever RabbitMQ goes away."""
-    delay = 0.2
+    backoff = Backoff()
     while True:
         try:
             await _listen_once(url, cache)
-            delay = 0.2
+            backoff.succeeded()
         except (OSError, TimeoutError, aio_pika.exceptions.AMQPError, RuntimeError) as exc:
             log.warning("revocations unheard, token cache off: %s", type(exc).__name__)
         finally:
             cache.listening = False
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 5.0)
+        await backoff.pause()
 
 
 async def _listen_once(url: str, cache: TokenCache) -> None:

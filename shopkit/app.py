@@ -5,6 +5,7 @@ A service's app factory calls `service_app` and adds its own routes and backgrou
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from uuid import UUID
 
 import asyncpg
 from aiohttp import web
@@ -84,6 +85,13 @@ def require_user(request: web.Request) -> Identity:
     if not caller.is_authenticated:
         raise errors.Unauthorized()
     return caller
+
+
+def ensure_visible(caller: Identity, owner: UUID | None, message: str) -> None:
+    """A resource is seen by its owner and by admins; to anyone else it does not exist (404,
+    `message`), as it does not when there is none (`owner` None)."""
+    if owner is None or (caller.role is not Role.ADMIN and owner != caller.user_id):
+        raise errors.NotFound(message)
 
 
 def require_admin(request: web.Request) -> Identity:

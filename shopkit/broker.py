@@ -14,6 +14,7 @@ import aio_pika
 from aio_pika.abc import AbstractExchange, AbstractRobustConnection
 from aiormq import spec
 
+from shopkit.backoff import Backoff
 from shopkit.errors import ServiceUnavailable
 from shopkit.events import EXCHANGE
 
@@ -57,7 +58,7 @@ class Broker:
         self._connecting = asyncio.create_task(self._connect_until_ready())
 
     async def _connect_until_ready(self) -> None:
-        delay = 0.2
+        backoff = Backoff()
         while True:
             try:
                 connection = await aio_pika.connect_robust(
@@ -73,8 +74,7 @@ class Broker:
                 return
             except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as exc:
                 log.warning("waiting for rabbitmq: %s", type(exc).__name__)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                await backoff.pause()
 
     async def first_connection(self) -> None:
         """Returns once the broker has connected for the first time."""

@@ -49,6 +49,7 @@ from aio_pika.abc import (
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
 
+from shopkit.backoff import Backoff
 from shopkit.db import is_transient
 from shopkit.events import EVENT_OWNERS, EXCHANGE, owner_of
 from shopkit.metrics import EVENTS_CONSUMED, EVENTS_DEAD_LETTERED, EVENTS_RETRIED
@@ -301,7 +302,7 @@ class Consumer:
         """Consumes until cancelled. Setting up is retried as a whole until it succeeds (the
         broker may be down, or bounce between connect and consume); after that aio-pika's
         robust connection restores the channel and the consumer on its own."""
-        delay = 0.2
+        backoff = Backoff()
         while True:
             try:
                 await self._consume()
@@ -311,8 +312,7 @@ class Consumer:
             finally:
                 await self._finish_in_flight()
                 await self._disconnect()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            await backoff.pause()
 
     async def stop(self, finish_within: float) -> None:
         """Takes no more messages: the process is shutting down. Those being handled get
@@ -459,11 +459,11 @@ class Consumer:
         """A copy into the retry queue or the DLQ (`to`: RETRY or DEAD), confirmed before the
         original is acked: at least once."""
         assert self._publisher is not None
-        copy = _copy_of(message, {**(message.headers or {}), **headers}, expiration)
+        copy = copy_of(message, {**(message.headers or {}), **headers}, expiration)
         await self._publisher.publish(copy, routing_key=to)
 
 
-def _copy_of(
+def copy_of(
     message: AbstractIncomingMessage, headers: dict[str, Any], expiration: float | None = None
 ) -> aio_pika.Message:
     """The same event (body, id, type, origin) as a new persistent message."""
@@ -477,43 +477,3 @@ def _copy_of(
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         expiration=expiration,
     )
-
-
-async def dead_letter_counts(url: str, queues: list[str]) -> dict[str, int]:
-    """How many messages wait in each queue's DLQ."""
-    connection = await aio_pika.connect(url)
-    try:
-        channel = await connection.channel()
-        counts = {}
-        for queue in queues:
-            declared = await channel.declare_queue(f"{queue}.dlq", durable=True, passive=True)
-            counts[f"{queue}.dlq"] = declared.declaration_result.message_count or 0
-        return counts
-    finally:
-        await connection.close()
-
-
-async def requeue_dead_letters(url: str, queue: str) -> int:
-    """Moves the messages now in `<queue>.dlq` back into `queue` with a fresh retry count.
-
-    Only as many as were there at the start: one that fails again comes back to the DLQ while
-    this runs, and must not be moved round and round.
-    """
-    connection = await aio_pika.connect(url)
-    moved = 0
-    try:
-        channel = await connection.channel(publisher_confirms=True)
-        dlq = await channel.declare_queue(f"{queue}.dlq", durable=True, passive=True)
-        waiting = dlq.declaration_result.message_count or 0
-        while moved < waiting and (message := await dlq.get(fail=False, no_ack=False)):
-            headers = {
-                k: v for k, v in (message.headers or {}).items()
-                if k not in (RETRIES_HEADER, REASON_HEADER, "x-death")
-            }
-            await channel.default_exchange.publish(_copy_of(message, headers), routing_key=queue)
-            await message.ack()
-            moved += 1
-        return moved
-    finally:
-        with contextlib.suppress(Exception):
-            await connection.close()

@@ -8,6 +8,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from shopkit.backoff import Backoff
 from shopkit.settings import ServiceSettings
 
 log = logging.getLogger("shopkit.db")
@@ -77,16 +78,15 @@ async def connect(settings: ServiceSettings, schema: str) -> asyncpg.Connection:
 async def connect_when_ready(settings: ServiceSettings, schema: str) -> asyncpg.Connection:
     """One connection, retried while Postgres is starting, up to the startup timeout."""
     deadline = time.monotonic() + settings.startup_timeout_seconds
-    delay = 0.2
+    backoff = Backoff(most=2.0)
     while True:
         try:
             return await connect(settings, schema)
         except DATABASE_ERRORS as exc:  # CannotConnectNow (starting up) is among them
-            if time.monotonic() + delay > deadline:
+            if time.monotonic() + backoff.next_pause > deadline:
                 raise
             log.warning("waiting for postgres: %s", type(exc).__name__)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
+            await backoff.pause()
 
 
 async def _json_codecs(conn: asyncpg.Connection) -> None:

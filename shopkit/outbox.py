@@ -28,6 +28,7 @@ from typing import Any
 import asyncpg
 
 from shopkit import db
+from shopkit.backoff import Backoff
 from shopkit.broker import Broker, BrokerUnavailable, OutgoingMessage
 from shopkit.db import DATABASE_ERRORS
 from shopkit.events import Event
@@ -147,7 +148,7 @@ class OutboxRelay:
 
     async def run(self) -> None:
         """Publishes until `stop` (or cancelled); outages of Postgres or RabbitMQ only pause it."""
-        delay = 0.1
+        backoff = Backoff(first=0.1)
         while True:
             # A pass begun after `stop` sees every event committed before it: the last one.
             last_pass = self._stopping
@@ -162,15 +163,14 @@ class OutboxRelay:
             else:
                 if last_pass:
                     return
+                backoff.succeeded()
                 if published < self._settings.outbox_batch_size and not self._stopping:
-                    delay = 0.1
                     await self._sleep(self._settings.outbox_poll_interval_seconds)
                 # else a full batch (more are likely waiting) or a stop (the last pass) next
                 continue
             if self._stopping:
                 return  # what is still pending waits for the next relay
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            await backoff.pause()
 
     def stop(self) -> None:
         """Asks `run` to return after one more pass. Called once the process's requests are

@@ -6,7 +6,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import orjson
@@ -43,6 +43,11 @@ class ApiModel(BaseModel):
     """A request or response body: camelCase on the wire, snake_case in Python."""
 
     model_config = ConfigDict(alias_generator=api_name, populate_by_name=True)
+
+
+def from_row(model: type[Model], row: Mapping[str, Any], **given: Any) -> Model:
+    """The model of a row: each field from the column of its name, but those `given`."""
+    return model(**{name: row[name] for name in model.model_fields if name not in given}, **given)
 
 
 def path_id(request: web.Request, name: str) -> uuid.UUID:

@@ -19,7 +19,7 @@ import pytest
 from services.bootstrap import BootstrapSettings, set_up_broker
 from shopkit.bootstrap import ServiceDatabase, bootstrap, with_database
 from shopkit.settings import ServiceSettings
-from tests.system import (
+from tests.harness import (
     COMPONENTS,
     IDENTITY_SECRETS,
     RABBITMQ_URL,

@@ -13,7 +13,7 @@ import orjson
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 
 from shopkit.events import owner_of
-from tests.system import RABBITMQ_URL
+from tests.harness import RABBITMQ_URL
 
 
 class EventWatcher:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from shopkit.bootstrap import ServiceDatabase
-from tests.system import IDENTITY_SECRETS, TEST_SETTINGS, component_rabbitmq_url
+from tests.harness import IDENTITY_SECRETS, TEST_SETTINGS, component_rabbitmq_url
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("auth", "orders", "tracking", "notifications")

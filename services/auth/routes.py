@@ -20,7 +20,7 @@ from shopkit.identity import IDENTITY_HEADER, Identity, IdentityKey, Role, sign_
 from shopkit.openapi import Access, documented
 from shopkit.outbox import add_event
 from shopkit.pagination import NEWEST, PageOf, PageQuery, cursor_time, cursor_uuid, page_of
-from shopkit.web import ApiModel, ok, path_id, read_model, request_id
+from shopkit.web import ApiModel, from_row, ok, path_id, read_model, request_id
 
 log = logging.getLogger("services.auth")
 
@@ -88,7 +88,7 @@ class Session(ApiModel):
 
 
 def _user(row: asyncpg.Record) -> User:
-    return User(**{field: row[field] for field in User.model_fields})
+    return from_row(User, row)
 
 
 def _settings(request: web.Request) -> AuthSettings:
@@ -324,8 +324,7 @@ async def list_sessions(request: web.Request) -> web.Response:
     )
 
     def view(r: asyncpg.Record) -> Session:
-        return Session(**{k: r[k] for k in Session.model_fields if k != "current"},
-                       current=r["id"] == caller.session_id)
+        return from_row(Session, r, current=r["id"] == caller.session_id)
 
     return ok(page.answer(rows, lambda r: [r["created_at"].isoformat(), str(r["id"])], view))
 

@@ -27,6 +27,7 @@ import asyncpg
 from services.notifications import queries
 from services.notifications.views import notification_view
 from shopkit import db, errors
+from shopkit.backoff import Backoff
 from shopkit.settings import ServiceSettings
 
 log = logging.getLogger("services.notifications.hub")
@@ -171,17 +172,16 @@ class Hub:
     async def run(self) -> None:
         """Listens until cancelled, reconnecting after Postgres restarts."""
         delivering = asyncio.create_task(self.deliver(), name="notification-delivery")
-        delay = 0.2
+        backoff = Backoff()
         try:
             while True:
                 try:
                     await self._listen_until_lost()
-                    delay = 0.2
+                    backoff.succeeded()
                 except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                     log.warning("notification listener down: %s", type(exc).__name__)
                 self._end_all()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                await backoff.pause()
         finally:
             delivering.cancel()
             await asyncio.gather(delivering, return_exceptions=True)

@@ -5,7 +5,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from shopkit.web import ApiModel
+from shopkit.web import ApiModel, from_row
 
 
 class Notification(ApiModel):
@@ -20,4 +20,4 @@ class Notification(ApiModel):
 
 def notification_view(row: Mapping[str, Any]) -> Notification:
     """From a row as asyncpg reads it, or as row_to_json sends it to the hub."""
-    return Notification(**{name: row[name] for name in Notification.model_fields})
+    return from_row(Notification, row)

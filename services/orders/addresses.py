@@ -21,7 +21,7 @@ from shopkit.pagination import (
     cursor_time,
     page_of,
 )
-from shopkit.web import ApiModel, ok, path_id, read_model
+from shopkit.web import ApiModel, from_row, ok, path_id, read_model
 
 routes = web.RouteTableDef()
 
@@ -76,7 +76,7 @@ class Deleted(ApiModel):
 
 
 def address_view(row: Record) -> Address:
-    return Address(**{name: row[name] for name in Address.model_fields})
+    return from_row(Address, row)
 
 
 async def _lock_own(conn: Connection, user_id: uuid.UUID, address_id: uuid.UUID) -> None:

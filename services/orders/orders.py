@@ -17,7 +17,7 @@ from services.orders import domain, queries
 from services.orders.domain import OrderStatus
 from services.orders.settings import OrdersSettings
 from shopkit import db, errors
-from shopkit.app import POOL_KEY, SETTINGS_KEY, require_admin, require_user
+from shopkit.app import POOL_KEY, SETTINGS_KEY, ensure_visible, require_admin, require_user
 from shopkit.events import Event
 from shopkit.identity import Identity, Role
 from shopkit.openapi import Access, documented
@@ -31,7 +31,7 @@ from shopkit.pagination import (
     cursor_uuid,
     page_of,
 )
-from shopkit.web import ApiModel, ok, path_id, read_model, request_id, validate
+from shopkit.web import ApiModel, from_row, ok, path_id, read_model, request_id, validate
 
 log = logging.getLogger("services.orders")
 routes = web.RouteTableDef()
@@ -113,8 +113,7 @@ class Order(ApiModel):
 
 
 def _order_from(row: asyncpg.Record, items: list[Item], history: list[HistoryEntry]) -> Order:
-    fields = {k: row[k] for k in Order.model_fields if k not in ("items", "history")}
-    return Order(**fields, items=items, history=history)
+    return from_row(Order, row, items=items, history=history)
 
 
 async def order_views(conn: asyncpg.Connection, rows: list[asyncpg.Record]) -> list[Order]:
@@ -122,9 +121,9 @@ async def order_views(conn: asyncpg.Connection, rows: list[asyncpg.Record]) -> l
     items: dict[uuid.UUID, list[Item]] = {i: [] for i in ids}
     history: dict[uuid.UUID, list[HistoryEntry]] = {i: [] for i in ids}
     for r in await queries.items_of(conn, ids):
-        items[r["order_id"]].append(Item(**{k: r[k] for k in Item.model_fields}))
+        items[r["order_id"]].append(from_row(Item, r))
     for r in await queries.history_of(conn, ids):
-        history[r["order_id"]].append(HistoryEntry(**{k: r[k] for k in HistoryEntry.model_fields}))
+        history[r["order_id"]].append(from_row(HistoryEntry, r))
     return [_order_from(row, items[row["id"]], history[row["id"]]) for row in rows]
 
 
@@ -135,8 +134,7 @@ async def order_view(conn: asyncpg.Connection, row: asyncpg.Record) -> Order:
 async def _visible_order(conn: asyncpg.Connection, caller: Identity, order_id: uuid.UUID) -> Order:
     """The order if the caller owns it or is an admin; 404 otherwise (never 'it exists')."""
     row = await queries.order(conn, order_id)
-    if row is None or (caller.role is not Role.ADMIN and row["user_id"] != caller.user_id):
-        raise errors.NotFound("No such order.")
+    ensure_visible(caller, row["user_id"] if row else None, "No such order.")
     return await order_view(conn, row)
 
 

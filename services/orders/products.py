@@ -14,7 +14,7 @@ from shopkit import errors
 from shopkit.app import POOL_KEY, require_admin
 from shopkit.openapi import Access, documented
 from shopkit.pagination import FROM_THE_START, PageOf, PageQuery, cursor_text, page_of
-from shopkit.web import ApiModel, ok, path_id, read_model
+from shopkit.web import ApiModel, from_row, ok, path_id, read_model
 
 routes = web.RouteTableDef()
 
@@ -53,7 +53,7 @@ class Product(ApiModel):
 
 
 def product_view(row: asyncpg.Record) -> Product:
-    return Product(**{name: row[name] for name in Product.model_fields})
+    return from_row(Product, row)
 
 
 @routes.get("/api/products")

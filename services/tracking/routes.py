@@ -10,12 +10,12 @@ from pydantic import BeforeValidator, StringConstraints, model_validator
 
 from services.tracking import queries
 from shopkit import errors
-from shopkit.app import POOL_KEY, require_admin, require_user
+from shopkit.app import POOL_KEY, ensure_visible, require_admin, require_user
 from shopkit.events import Event
-from shopkit.identity import Identity, Role
+from shopkit.identity import Identity
 from shopkit.openapi import Access, documented
 from shopkit.outbox import add_event
-from shopkit.web import ApiModel, ok, path_id, read_model, request_id
+from shopkit.web import ApiModel, from_row, ok, path_id, read_model, request_id
 
 routes = web.RouteTableDef()
 
@@ -73,13 +73,9 @@ class Tracking(ApiModel):
 async def _visible(conn: asyncpg.Connection, caller: Identity, order_id: uuid.UUID) -> Tracking:
     """The owner's or an admin's; 404 for anyone else, and until the tracking exists."""
     row = await queries.tracking(conn, order_id)
-    if row is None or (caller.role is not Role.ADMIN and row["user_id"] != caller.user_id):
-        raise errors.NotFound("No tracking for this order (yet).")
+    ensure_visible(caller, row["user_id"] if row else None, "No tracking for this order (yet).")
     entries = await queries.timeline(conn, order_id)
-    return Tracking(
-        **{k: row[k] for k in Tracking.model_fields if k != "timeline"},
-        timeline=[TimelineEntry(**dict(entry)) for entry in entries],
-    )
+    return from_row(Tracking, row, timeline=[from_row(TimelineEntry, e) for e in entries])
 
 
 @routes.get("/api/orders/{order_id}/tracking")

@@ -6,7 +6,7 @@ import aiohttp
 import asyncpg
 
 from tests.conftest import unique_email
-from tests.system import address_payload, call, create_address, login, register, walk_pages
+from tests.harness import address_payload, call, create_address, login, register, walk_pages
 
 
 async def _defaults(client: aiohttp.ClientSession, token: str) -> list[str]:

@@ -9,7 +9,7 @@ import asyncpg
 
 from services.auth.domain import token_hash
 from tests.conftest import unique_email
-from tests.system import bearer, login, register, running_system, session_changed
+from tests.harness import bearer, login, register, running_system, session_changed
 
 
 async def test_register_login_me_logout_round_trip(client: aiohttp.ClientSession) -> None:

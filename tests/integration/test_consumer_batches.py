@@ -24,7 +24,7 @@ from shopkit.consumer import (
 )
 from tests.conftest import scratch_settings
 from tests.events import publish_event, take_dead_letters
-from tests.system import RABBITMQ_URL, eventually
+from tests.harness import RABBITMQ_URL, eventually
 
 
 class Counted(EventData):

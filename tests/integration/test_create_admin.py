@@ -8,7 +8,7 @@ import aiohttp
 
 from shopkit.bootstrap import ServiceDatabase
 from tests.conftest import unique_email
-from tests.system import (
+from tests.harness import (
     IDENTITY_SECRETS,
     bearer,
     component_rabbitmq_url,

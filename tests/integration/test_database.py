@@ -16,7 +16,7 @@ from shopkit.app import POOL_KEY
 from shopkit.bootstrap import ServiceDatabase, bootstrap, migrate, with_database
 from shopkit.migrations import MigrationError, MigrationSet, apply_migrations
 from tests.conftest import ADMIN_DSN, TEST_DATABASE, unique_email
-from tests.system import System, eventually, login, register
+from tests.harness import System, eventually, login, register
 
 SCHEMAS = ("auth", "orders", "tracking", "notifications")
 

@@ -8,7 +8,7 @@ import orjson
 
 from tests.conftest import unique_email
 from tests.events import watch_events
-from tests.system import bearer, login, register, wait_until_ready
+from tests.harness import bearer, login, register, wait_until_ready
 
 
 async def test_logout_and_revocations_publish_session_revoked(

@@ -9,7 +9,7 @@ import uuid
 import aiohttp
 from prometheus_client import REGISTRY
 
-from tests.system import (
+from tests.harness import (
     System,
     call,
     client_from,

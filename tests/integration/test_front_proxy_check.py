@@ -8,7 +8,7 @@ import pytest
 
 from shopkit.identity import IDENTITY_HEADER
 from tests.conftest import unique_email
-from tests.system import IDENTITY_SECRETS, System, bearer, login, register, running_system
+from tests.harness import IDENTITY_SECRETS, System, bearer, login, register, running_system
 
 CHECK = "/internal/sessions/check"
 

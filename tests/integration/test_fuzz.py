@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.system import System
+from tests.harness import System
 
 EXAMPLES = os.environ.get("SHOP_FUZZ_EXAMPLES", "10")
 SEED = os.environ.get("SHOP_FUZZ_SEED", "20261124")

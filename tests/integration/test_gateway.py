@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestServer
 
 from shopkit.identity import IDENTITY_HEADER, Identity, IdentityKey, Role, sign_identity
 from tests.conftest import unique_email
-from tests.system import (
+from tests.harness import (
     System,
     another_gateway,
     bearer,

@@ -11,7 +11,7 @@ import pytest
 from shopkit.bootstrap import ServiceDatabase
 from shopkit.logs import json_handler
 from tests.conftest import unique_email
-from tests.system import IDENTITY_SECRETS, bearer, call, login, place_order, register
+from tests.harness import IDENTITY_SECRETS, bearer, call, login, place_order, register
 
 
 @pytest.fixture

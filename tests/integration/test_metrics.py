@@ -6,7 +6,7 @@ import re
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.system import System, call, eventually, place_order
+from tests.harness import System, call, eventually, place_order
 
 UUID_IN = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-")
 

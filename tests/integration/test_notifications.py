@@ -9,7 +9,7 @@ import asyncpg
 import orjson
 
 from tests.events import publish_event
-from tests.system import (
+from tests.harness import (
     call,
     event_stream,
     eventually,

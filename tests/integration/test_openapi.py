@@ -13,7 +13,7 @@ from gateway.app import proxy
 from gateway.routes import ROUTES, Access, match_route
 from shopkit.app import NOT_FROM_GATEWAY
 from shopkit.openapi import documented_routes
-from tests.system import SERVICES, System, another_gateway
+from tests.harness import SERVICES, System, another_gateway
 
 METHODS = ("get", "put", "post", "delete", "patch")
 _PLACEHOLDER = re.compile(r"\{[^}]+\}")

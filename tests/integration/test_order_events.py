@@ -7,7 +7,7 @@ import asyncpg
 import orjson
 
 from tests.events import watch_events
-from tests.system import (
+from tests.harness import (
     System,
     call,
     create_address,

@@ -15,7 +15,7 @@ import asyncpg
 from services.orders.orders import expire_overdue_orders
 from shopkit.app import POOL_KEY
 from tests.events import watch_events
-from tests.system import (
+from tests.harness import (
     System,
     call,
     create_product,

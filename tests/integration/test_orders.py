@@ -9,7 +9,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from tests.system import (
+from tests.harness import (
     address_payload,
     call,
     create_address,

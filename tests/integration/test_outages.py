@@ -7,7 +7,7 @@ import aiohttp
 import asyncpg
 
 from tests.conftest import unique_email
-from tests.system import (
+from tests.harness import (
     System,
     bearer,
     event_stream,

@@ -18,7 +18,7 @@ from shopkit.migrations import KIT_MIGRATIONS, apply_migrations
 from shopkit.outbox import CLAIM, OutboxRelay, add_event
 from tests.conftest import scratch_settings
 from tests.events import watch_events
-from tests.system import RABBITMQ_URL, eventually
+from tests.harness import RABBITMQ_URL, eventually
 
 
 @dataclass

@@ -6,7 +6,7 @@ import uuid
 import aiohttp
 import pytest
 
-from tests.system import call, create_product, walk_pages
+from tests.harness import call, create_product, walk_pages
 
 
 async def test_the_catalogue_is_public(client: aiohttp.ClientSession, admin_token: str) -> None:

@@ -10,7 +10,7 @@ import asyncpg
 from services.auth.domain import token_hash
 from tests.conftest import unique_email
 from tests.events import watch_events
-from tests.system import (
+from tests.harness import (
     System,
     admin_login,
     bearer,

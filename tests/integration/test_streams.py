@@ -14,7 +14,7 @@ import orjson
 
 from services.notifications.app import renew_leases
 from services.notifications.routes import HUB_KEY
-from tests.system import (
+from tests.harness import (
     System,
     call,
     event_stream,

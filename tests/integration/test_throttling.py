@@ -8,7 +8,7 @@ import aiohttp
 from multidict import CIMultiDict
 
 from tests.conftest import unique_email
-from tests.system import client_from, loopback_address, register, running_system
+from tests.harness import client_from, loopback_address, register, running_system
 
 
 async def _attempt(

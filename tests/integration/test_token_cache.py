@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY
 
 from gateway.revocations import TOKEN_CACHE_KEY
 from tests.conftest import unique_email
-from tests.system import System, another_gateway, call, eventually, login, register
+from tests.harness import System, another_gateway, call, eventually, login, register
 
 VALIDATE = {"component": "auth", "route": "/internal/sessions/validate", "method": "POST"}
 

@@ -10,9 +10,10 @@ import aiohttp
 import asyncpg
 
 from services.tracking.queries import StatusFollowed, follow_statuses
-from shopkit.consumer import REASON_HEADER, RETRIES_HEADER, dead_letter_counts
+from shopkit.consumer import REASON_HEADER, RETRIES_HEADER
+from shopkit.dlq import dead_letter_counts
 from tests.events import publish_event, take_dead_letters
-from tests.system import (
+from tests.harness import (
     RABBITMQ_URL,
     call,
     eventually,

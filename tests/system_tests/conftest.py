@@ -9,8 +9,8 @@ import pytest
 
 from shopkit.bootstrap import ServiceDatabase
 from tests.conftest import unique_email
+from tests.harness import admin_login, register
 from tests.processes import LaunchedSystem, launched_system
-from tests.system import admin_login, register
 
 
 @pytest.hookimpl(hookwrapper=True)

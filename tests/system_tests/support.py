@@ -13,7 +13,7 @@ from uuid import UUID
 import aiohttp
 import asyncpg
 
-from tests.system import bearer, call, eventually, new_customer
+from tests.harness import bearer, call, eventually, new_customer
 
 # What a request may get while the service behind the gateway is dying or starting again:
 # an error status, or no answer at all (None).

@@ -11,8 +11,8 @@ import aiohttp
 import asyncpg
 import pytest
 
+from tests.harness import create_product, eventually
 from tests.processes import LaunchedSystem
-from tests.system import create_product, eventually
 from tests.system_tests.support import (
     OUTAGE,
     Load,

@@ -11,8 +11,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from tests.processes import DEFAULT_ENV, LaunchedSystem
-from tests.system import (
+from tests.harness import (
     call,
     create_product,
     event_stream,
@@ -21,6 +20,7 @@ from tests.system import (
     place_order,
     queue_consumers,
 )
+from tests.processes import DEFAULT_ENV, LaunchedSystem
 from tests.system_tests.support import (
     customer,
     lock_held,

@@ -22,8 +22,7 @@ from shopkit.bootstrap import ServiceDatabase
 from shopkit.identity import IDENTITY_HEADER, Identity, IdentityKey, Role, sign_identity
 from tests.conftest import unique_email
 from tests.events import take_dead_letters
-from tests.processes import LaunchedSystem, launched_system
-from tests.system import (
+from tests.harness import (
     admin_login,
     bearer,
     call,
@@ -39,6 +38,7 @@ from tests.system import (
     register,
     stream_ends,
 )
+from tests.processes import LaunchedSystem, launched_system
 from tests.system_tests.conftest import admin_token_for
 
 pytestmark = pytest.mark.system

@@ -5,8 +5,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.harness import call, create_address, create_product, eventually, new_customer
 from tests.processes import LaunchedSystem
-from tests.system import call, create_address, create_product, eventually, new_customer
 
 pytestmark = pytest.mark.system
 

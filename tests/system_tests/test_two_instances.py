@@ -12,8 +12,7 @@ import asyncpg
 import pytest
 
 from tests.conftest import unique_email
-from tests.processes import LaunchedSystem
-from tests.system import (
+from tests.harness import (
     call,
     create_address,
     create_product,
@@ -23,6 +22,7 @@ from tests.system import (
     register,
     walk_pages,
 )
+from tests.processes import LaunchedSystem
 from tests.system_tests.support import (
     Customer,
     Load,

@@ -1,4 +1,5 @@
-"""The whole system in the test's event loop: every app on a real socket, the gateway in front."""
+"""The test harness: the whole system in the test's event loop (every app on a real socket, the
+gateway in front), and the calls tests make of it."""
 
 import asyncio
 import os
