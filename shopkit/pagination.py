@@ -6,12 +6,11 @@ import binascii
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 from uuid import UUID
 
 import orjson
-from aiohttp import web
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from shopkit import errors
 from shopkit.web import ApiModel
@@ -35,11 +34,23 @@ class PageOf(ApiModel, Generic[T]):
     next_cursor: str | None
 
 
-class PageQuery(ApiModel):
-    """The list parameters, as documented; `page_of` reads them."""
+def _whole_number(value: Any) -> Any:
+    """A query string's number is its digits alone: no sign, space, point or exponent."""
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise ValueError(f"must be a whole number from 1 to {MAX_LIMIT}")
+    return value
 
-    limit: int = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
+
+class PageQuery(ApiModel):
+    """The list parameters: documented and read (shopkit.web.read_query) by this model."""
+
+    limit: Annotated[int, BeforeValidator(_whole_number), Field(ge=1, le=MAX_LIMIT)] = (
+        DEFAULT_LIMIT
+    )
     cursor: str | None = Field(None, description="nextCursor of the previous page")
+
+    def page(self) -> "Page":
+        return Page(limit=self.limit, after=_cursor(self.cursor))
 
 
 @dataclass(frozen=True)
@@ -103,19 +114,6 @@ def cursor_text(part: Any) -> str:
 
 def encode_cursor(key: list[Any]) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(key)).decode().rstrip("=")
-
-
-def page_of(request: web.Request) -> Page:
-    query = request.query
-    return Page(limit=_limit(query.get("limit")), after=_cursor(query.get("cursor")))
-
-
-def _limit(raw: str | None) -> int:
-    if raw is None:
-        return DEFAULT_LIMIT
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_LIMIT:
-        raise _bad("limit", f"must be a whole number from 1 to {MAX_LIMIT}")
-    return int(raw)
 
 
 def _cursor(raw: str | None) -> list[Any] | None:

@@ -173,6 +173,19 @@ def _nul_at(value: Any) -> str | None:
     return None
 
 
+def read_query(request: web.Request, model: type[Model]) -> Model:
+    """The query string as `model` documents it (shopkit.openapi): 422 naming each bad
+    parameter. A parameter given twice counts once, its first value."""
+    return validate(model, {name: request.query[name] for name in request.query})
+
+
+def read_headers(request: web.Request, model: type[Model]) -> Model:
+    """The headers `model` documents (each field's alias is the header's name), as it reads
+    them: 422 naming each bad one."""
+    names = [field.alias or name for name, field in model.model_fields.items()]
+    return validate(model, {name: request.headers.get(name) for name in names})
+
+
 async def read_model(request: web.Request, model: type[Model]) -> Model:
     """The body parsed and validated: 400 when it is not JSON, 422 naming each bad field."""
     return validate(model, await read_json(request))

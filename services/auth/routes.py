@@ -19,8 +19,8 @@ from shopkit.app import POOL_KEY, SETTINGS_KEY, identity, identity_key, require_
 from shopkit.identity import IDENTITY_HEADER, Identity, IdentityKey, Role, sign_identity
 from shopkit.openapi import Access, documented
 from shopkit.outbox import add_event
-from shopkit.pagination import NEWEST, PageOf, PageQuery, cursor_time, cursor_uuid, page_of
-from shopkit.web import ApiModel, from_row, ok, path_id, read_model, request_id
+from shopkit.pagination import NEWEST, PageOf, PageQuery, cursor_time, cursor_uuid
+from shopkit.web import ApiModel, from_row, ok, path_id, read_model, read_query, request_id
 
 log = logging.getLogger("services.auth")
 
@@ -316,7 +316,7 @@ async def me(request: web.Request) -> web.Response:
             query=PageQuery)
 async def list_sessions(request: web.Request) -> web.Response:
     caller = require_user(request)
-    page = page_of(request)
+    page = read_query(request, PageQuery).page()
     after = page.after_key(cursor_time, cursor_uuid, first=NEWEST)
     rows = await queries.live_sessions(
         request.app[POOL_KEY], caller.user_id, _settings(request).session_idle_seconds, after,

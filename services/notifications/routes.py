@@ -4,13 +4,13 @@ import asyncio
 import contextlib
 import time
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
 import asyncpg
 import orjson
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse, sse_response
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from services.notifications import queries
 from services.notifications.hub import Hub, Stream
@@ -20,15 +20,26 @@ from shopkit import errors
 from shopkit.app import POOL_KEY, SETTINGS_KEY, require_user
 from shopkit.db import DATABASE_ERRORS
 from shopkit.openapi import Access, documented
-from shopkit.pagination import NEWEST, PageQuery, cursor_time, cursor_uuid, page_of
-from shopkit.web import ApiModel, ok, path_id, validate
+from shopkit.pagination import NEWEST, PageQuery, cursor_time, cursor_uuid
+from shopkit.web import ApiModel, ok, path_id, read_headers, read_query
 
 routes = web.RouteTableDef()
 HUB_KEY = web.AppKey("hub", Hub)
 
 
+def _true_or_false(value: object) -> object:
+    """`true` or `false`, in any case: what `?unread=` takes."""
+    if isinstance(value, str):
+        if value.lower() not in ("true", "false"):
+            raise ValueError("true or false")
+        return value.lower() == "true"
+    return value
+
+
 class NotificationQuery(PageQuery):
-    unread: bool = Field(False, description="only the unread ones")
+    unread: Annotated[bool, BeforeValidator(_true_or_false)] = Field(
+        False, description="only the unread ones"
+    )
 
 
 class NotificationPage(ApiModel):
@@ -41,23 +52,16 @@ class Updated(ApiModel):
     updated: int
 
 
-def _unread_only(request: web.Request) -> bool:
-    raw = request.query.get("unread", "false").lower()
-    if raw not in ("true", "false"):
-        raise errors.ValidationFailed(details=[{"field": "unread", "message": "true or false"}])
-    return raw == "true"
-
-
 @routes.get("/api/notifications")
 @documented("Your notifications, newest first", Access.USER, answer=NotificationPage,
             query=NotificationQuery)
 async def list_notifications(request: web.Request) -> web.Response:
     caller = require_user(request)
-    unread_only = _unread_only(request)
-    page = page_of(request)
+    query = read_query(request, NotificationQuery)
+    page = query.page()
     after = page.after_key(cursor_time, cursor_uuid, first=NEWEST)
     async with request.app[POOL_KEY].acquire() as conn:
-        rows = await queries.page(conn, caller.user_id, unread_only, after, page.limit + 1)
+        rows = await queries.page(conn, caller.user_id, query.unread, after, page.limit + 1)
         unread = await queries.unread_count(conn, caller.user_id)
     listing = page.answer(
         rows, lambda r: [r["created_at"].isoformat(), str(r["id"])], notification_view
@@ -108,9 +112,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     while connected. The stream ends when its session does (revoked, or over)."""
     caller = require_user(request)
     assert caller.user_id
-    resume_after = validate(
-        StreamHeaders, {"Last-Event-ID": request.headers.get("Last-Event-ID")}
-    ).last_event_id
+    resume_after = read_headers(request, StreamHeaders).last_event_id
     settings: NotificationsSettings = request.app[SETTINGS_KEY]  # type: ignore[assignment]
     hub = request.app[HUB_KEY]
     pool = request.app[POOL_KEY]

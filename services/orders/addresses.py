@@ -19,9 +19,8 @@ from shopkit.pagination import (
     PageQuery,
     cursor_int,
     cursor_time,
-    page_of,
 )
-from shopkit.web import ApiModel, from_row, ok, path_id, read_model
+from shopkit.web import ApiModel, from_row, ok, path_id, read_model, read_query
 
 routes = web.RouteTableDef()
 
@@ -90,7 +89,7 @@ async def _lock_own(conn: Connection, user_id: uuid.UUID, address_id: uuid.UUID)
 @documented("Your addresses, oldest first", Access.USER, answer=PageOf[Address], query=PageQuery)
 async def list_addresses(request: web.Request) -> web.Response:
     caller = require_user(request)
-    page = page_of(request)
+    page = read_query(request, PageQuery).page()
     after = page.after_key(cursor_time, cursor_int, first=NEWEST_BY_SEQUENCE)
     async with request.app[POOL_KEY].acquire() as conn:
         rows = await queries.list_addresses(conn, caller.user_id, after, page.limit + 1)

@@ -24,14 +24,21 @@ from shopkit.openapi import Access, documented
 from shopkit.outbox import event_parameters
 from shopkit.pagination import (
     NEWEST,
-    Page,
     PageOf,
     PageQuery,
     cursor_time,
     cursor_uuid,
-    page_of,
 )
-from shopkit.web import ApiModel, from_row, ok, path_id, read_model, request_id, validate
+from shopkit.web import (
+    ApiModel,
+    from_row,
+    ok,
+    path_id,
+    read_headers,
+    read_model,
+    read_query,
+    request_id,
+)
 
 log = logging.getLogger("services.orders")
 routes = web.RouteTableDef()
@@ -138,24 +145,13 @@ async def _visible_order(conn: asyncpg.Connection, caller: Identity, order_id: u
     return await order_view(conn, row)
 
 
-def _status_filter(request: web.Request) -> str | None:
-    raw = request.query.get("status")
-    if raw is None:
-        return None
-    if raw not in {status.value for status in OrderStatus}:
-        raise errors.ValidationFailed(
-            details=[{"field": "status", "message": f"must be one of {', '.join(OrderStatus)}"}]
-        )
-    return raw
-
-
 async def _order_page(
-    request: web.Request, user_id: uuid.UUID | None, page: Page
+    request: web.Request, user_id: uuid.UUID | None, query: OrderQuery
 ) -> web.Response:
+    page = query.page()
     after = page.after_key(cursor_time, cursor_uuid, first=NEWEST)
-    status = _status_filter(request)
     async with request.app[POOL_KEY].acquire() as conn:
-        rows = await queries.list_orders(conn, user_id, status, after, page.limit + 1)
+        rows = await queries.list_orders(conn, user_id, query.status, after, page.limit + 1)
         views = {v.id: v for v in await order_views(conn, rows[: page.limit])}
     return ok(
         page.answer(rows, lambda r: [r["created_at"].isoformat(), str(r["id"])],
@@ -167,7 +163,7 @@ async def _order_page(
 @documented("Your orders, newest first", Access.USER, answer=PageOf[Order], query=OrderQuery)
 async def list_own_orders(request: web.Request) -> web.Response:
     caller = require_user(request)
-    return await _order_page(request, caller.user_id, page_of(request))
+    return await _order_page(request, caller.user_id, read_query(request, OrderQuery))
 
 
 @routes.get("/api/admin/orders")
@@ -175,14 +171,8 @@ async def list_own_orders(request: web.Request) -> web.Response:
             query=AdminOrderQuery)
 async def list_all_orders(request: web.Request) -> web.Response:
     require_admin(request)
-    raw_user = request.query.get("userId")
-    try:
-        user_id = uuid.UUID(raw_user) if raw_user is not None else None
-    except ValueError as exc:
-        raise errors.ValidationFailed(
-            details=[{"field": "userId", "message": "must be a UUID"}]
-        ) from exc
-    return await _order_page(request, user_id, page_of(request))
+    query = read_query(request, AdminOrderQuery)
+    return await _order_page(request, query.user_id, query)
 
 
 @routes.get("/api/orders/{order_id}")
@@ -208,9 +198,7 @@ async def place_order(request: web.Request) -> web.Response:
     caller = require_user(request)
     assert caller.user_id
     body = await read_model(request, OrderIn)
-    key = validate(
-        PlacementHeaders, {IDEMPOTENCY_KEY: request.headers.get(IDEMPOTENCY_KEY)}
-    ).idempotency_key
+    key = read_headers(request, PlacementHeaders).idempotency_key
     # The request as understood (unknown fields dropped), whatever its spelling.
     fingerprint = domain.fingerprint(body.model_dump(mode="json"))
     max_open = _settings(request).max_open_orders_per_user

@@ -13,8 +13,8 @@ from services.orders.domain import MAX_STOCK
 from shopkit import errors
 from shopkit.app import POOL_KEY, require_admin
 from shopkit.openapi import Access, documented
-from shopkit.pagination import FROM_THE_START, PageOf, PageQuery, cursor_text, page_of
-from shopkit.web import ApiModel, from_row, ok, path_id, read_model
+from shopkit.pagination import FROM_THE_START, PageOf, PageQuery, cursor_text
+from shopkit.web import ApiModel, from_row, ok, path_id, read_model, read_query
 
 routes = web.RouteTableDef()
 
@@ -59,7 +59,7 @@ def product_view(row: asyncpg.Record) -> Product:
 @routes.get("/api/products")
 @documented("The catalogue, by SKU", Access.PUBLIC, answer=PageOf[Product], query=PageQuery)
 async def list_products(request: web.Request) -> web.Response:
-    page = page_of(request)
+    page = read_query(request, PageQuery).page()
     after = page.after_key(cursor_text, first=FROM_THE_START)
     async with request.app[POOL_KEY].acquire() as conn:
         rows = await queries.list_products(conn, *after, page.limit + 1)
