@@ -7,7 +7,6 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from uuid import UUID
 
-import asyncpg
 from aiohttp import web
 
 from shopkit import db, errors
@@ -32,7 +31,7 @@ from shopkit.tasks import background, finish_or_cancel, periodic
 from shopkit.web import Handler, base_middlewares, component_app, ok, read_body
 
 SETTINGS_KEY = web.AppKey("settings", ServiceSettings)
-POOL_KEY = web.AppKey("pool", db.FairPool)
+POOL_KEY = web.AppKey("pool", db.Pool)
 BROKER_KEY = web.AppKey("broker", Broker)
 CONSUMERS_KEY = web.AppKey("consumers", list)
 IDENTITY_KEY = web.RequestKey("identity", Identity)
@@ -187,10 +186,10 @@ async def ready(request: web.Request) -> web.Response:
     raise errors.ServiceUnavailable(f"Not ready: {down} unavailable.").with_details(checks)
 
 
-async def _postgres_check(pool: asyncpg.Pool) -> str:
+async def _postgres_check(pool: db.Pool) -> str:
     try:
-        async with asyncio.timeout(2):
-            await pool.fetchval("SELECT 1")
+        async with asyncio.timeout(2), pool.acquire() as conn:
+            await conn.fetchval("SELECT 1")
     except db.DATABASE_ERRORS:
         return "down"
     return "ok"
@@ -228,9 +227,8 @@ def service_app(
 def _pool_gauges(component: str) -> Refresh:
     async def refresh(app: web.Application) -> None:
         pool = app[POOL_KEY]
-        in_use = pool.get_size() - pool.get_idle_size()
-        POOL_CONNECTIONS.labels(component, "in_use").set(in_use)
-        POOL_CONNECTIONS.labels(component, "idle").set(pool.get_idle_size())
+        POOL_CONNECTIONS.labels(component, "in_use").set(pool.size - pool.idle)
+        POOL_CONNECTIONS.labels(component, "idle").set(pool.idle)
 
     return refresh
 
@@ -238,8 +236,8 @@ def _pool_gauges(component: str) -> Refresh:
 def _outbox_gauges(component: str) -> Refresh:
     async def refresh(app: web.Application) -> None:
         try:
-            async with asyncio.timeout(2):
-                row = await app[POOL_KEY].fetchrow(
+            async with asyncio.timeout(2), app[POOL_KEY].acquire() as conn:
+                row = await conn.fetchrow(
                     """
                     SELECT count(*) AS backlog,
                            coalesce(extract(epoch FROM now() - min(created_at)), 0) AS age

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import aio_pika
 from aio_pika.abc import AbstractExchange, AbstractRobustConnection
-from aiormq import spec
 
 from shopkit.backoff import Backoff
 from shopkit.errors import ServiceUnavailable
@@ -85,24 +84,19 @@ class Broker:
         BrokerUnavailable otherwise."""
         if not self.is_ready or self._exchange is None:
             raise BrokerUnavailable()
-        properties = spec.Basic.Properties(
+        message = aio_pika.Message(
+            outgoing.body,
             message_id=outgoing.event_id,
-            message_type=outgoing.event_type,
+            type=outgoing.event_type,
             content_type="application/json",
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT.value,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             app_id=self._name,
             headers={"x-request-id": outgoing.request_id or ""},
         )
         try:
-            channel = await self._exchange.channel.get_underlay_channel()
-            # aio-pika's publish waits, holding the channel's lock, until the connection's
-            # writer has sent the frame: publishes in flight together then go out one per
-            # turn of a busy event loop (100 took 100-200 ms under load). Without that wait
-            # the lock only orders the frames; what is awaited is the broker's confirm.
-            await channel.basic_publish(
-                outgoing.body, exchange=EXCHANGE, routing_key=outgoing.event_type,
-                properties=properties, mandatory=True, timeout=self._publish_timeout,
-                wait=False,
+            await self._exchange.publish(
+                message, routing_key=outgoing.event_type, mandatory=True,
+                timeout=self._publish_timeout,
             )
         except (OSError, TimeoutError, aio_pika.exceptions.AMQPError, RuntimeError) as exc:
             raise BrokerUnavailable() from exc

@@ -50,7 +50,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
 
 from shopkit.backoff import Backoff
-from shopkit.db import is_transient
+from shopkit.db import Pool, is_transient
 from shopkit.events import EVENT_OWNERS, EXCHANGE, owner_of
 from shopkit.metrics import EVENTS_CONSUMED, EVENTS_DEAD_LETTERED, EVENTS_RETRIED
 from shopkit.settings import ServiceSettings
@@ -130,7 +130,7 @@ class _Batches:
     as a failure, exactly as a single event's would be.
     """
 
-    def __init__(self, pool: asyncpg.Pool, apply_many: BatchHandler, max_size: int) -> None:
+    def __init__(self, pool: Pool, apply_many: BatchHandler, max_size: int) -> None:
         self._pool = pool
         self._apply_many = apply_many
         self._max_size = max_size
@@ -269,7 +269,7 @@ async def declare_all(url: str, subscriptions: list[Subscription]) -> None:
 
 class Consumer:
     def __init__(
-        self, pool: asyncpg.Pool, settings: ServiceSettings, subscription: Subscription
+        self, pool: Pool, settings: ServiceSettings, subscription: Subscription
     ) -> None:
         self._pool = pool
         self._settings = settings

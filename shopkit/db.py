@@ -1,13 +1,15 @@
 """The asyncpg pool of a service, connected as the service's own role to its own schema."""
 
 import asyncio
+import contextlib
 import logging
 import time
-from typing import Any
+from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 import orjson
 
+from shopkit import tuning
 from shopkit.backoff import Backoff
 from shopkit.settings import ServiceSettings
 
@@ -37,18 +39,7 @@ def _connect_options(settings: ServiceSettings, schema: str) -> dict:
             "application_name": schema,
             # UTC for times Postgres writes as text itself (row_to_json), as asyncpg gives them.
             "TimeZone": "UTC",
-            # asyncpg prepares every statement once per connection. Left to choose, Postgres
-            # plans the busiest ones (arrays, many CTEs) again at every execution, and that
-            # planning was 15 % of order placement's throughput. So each statement is planned
-            # once, for all parameters: statements are written for that (no condition that
-            # only a NULL parameter switches off; see shopkit.pagination.NEWEST).
-            "plan_cache_mode": "force_generic_plan",
-            # Reading a page at random costs little more than reading the next one when the
-            # data is on SSD or in memory (Postgres' documentation suggests 1.1 for that; its
-            # default, 4, models spinning disks). With 4, a plan made for any array of ids
-            # scanned all products (a thousand rows, three times per order) instead of
-            # looking the few up by primary key.
-            "random_page_cost": "1.1",
+            **tuning.POSTGRES_SESSION,
         },
     }
 
@@ -102,81 +93,64 @@ async def _json_codecs(conn: asyncpg.Connection) -> None:
 class StatelessConnection(asyncpg.Connection):
     """A pool connection that holds no session state between uses: only transaction-scoped
     locks, no LISTEN, no SET, no cursors. So the reset query asyncpg sends on every release
-    (a round trip each time) has nothing to undo and is left out; an open transaction is still
-    rolled back on release.
-
-    It remembers whether its user wrote an outbox event (`shopkit.outbox.event_written`), for
-    the pool to wake the relay when it comes back."""
-
-    _wrote_event = False
+    (a round trip each time) has nothing to undo and is left out (asyncpg's documented
+    `get_reset_query`); an open transaction is still rolled back on release."""
 
     def get_reset_query(self) -> str:
         return ""
 
-    def note_event_written(self) -> None:
-        self._wrote_event = True
 
-    def take_event_note(self) -> bool:
-        wrote, self._wrote_event = self._wrote_event, False
-        return wrote
+Released = Callable[[asyncpg.Connection], None]
 
 
-class FairPool(asyncpg.Pool):
-    """asyncpg's pool hands a released connection to whichever acquire comes first: a waiter
-    woken for it can find it taken by a newcomer and queue again at the back. Under uvloop,
-    at 50 concurrent requests on 10 connections, that left a few requests waiting for most of
-    a second (p99 776 ms, p50 4 ms). asyncio's Semaphore lets no newcomer pass a waiter, so one
-    in front of the pool hands connections out in arrival order."""
+class Pool:
+    """A service's connections, as asyncpg's pool holds them, handed out in the order they
+    were asked for.
 
-    def __init__(self, *args: Any, max_size: int, **kwargs: Any) -> None:
-        super().__init__(*args, max_size=max_size, **kwargs)
-        self._turns = asyncio.Semaphore(max_size)
-        self._lent: set[object] = set()
-        # Set when a connection that wrote an outbox event comes back: its transaction is
-        # over by then (committed, or rolled back by the release), and this process's relay,
-        # waiting on it, publishes the event at once.
-        self.event_released = asyncio.Event()
+    asyncpg's pool gives a released connection to whichever acquire comes first: a waiter woken
+    for it can find it taken by a newcomer and queue again at the back, so under load a few
+    requests wait far longer than the rest. asyncio's Semaphore lets no newcomer pass a
+    waiter: one in front of the pool, as many turns as connections, hands them out in arrival
+    order. Whoever must know when a connection comes back, its transaction over, says so with
+    `on_release` (the outbox relay wakes then)."""
 
-    async def _acquire(self, timeout: float | None) -> Any:  # noqa: ASYNC109
-        await self._turns.acquire()
-        try:
-            connection = await super()._acquire(timeout)
-        except BaseException:
-            self._turns.release()
-            raise
-        self._lent.add(connection)
-        return connection
+    def __init__(self, pool: asyncpg.Pool, size: int) -> None:
+        self._pool = pool
+        self._turns = asyncio.Semaphore(size)
+        self._released: list[Released] = []
 
-    async def release(
-        self, connection: Any, *, timeout: float | None = None  # noqa: ASYNC109 (asyncpg's)
-    ) -> None:
-        try:
-            wrote_event = connection in self._lent and connection.take_event_note()
-        except AttributeError:
-            # It closed while lent (Postgres went away): asyncpg has already taken it back
-            # and detached it; whatever it wrote did not commit after that, and the relays'
-            # poll finds what did. Its turn must still be given back, below.
-            wrote_event = False
-        try:
-            await super().release(connection, timeout=timeout)
-        finally:
-            if connection in self._lent:  # a second release of one connection is a no-op
-                self._lent.discard(connection)
-                self._turns.release()
-            if wrote_event:
-                self.event_released.set()
+    def on_release(self, hook: Released) -> None:
+        self._released.append(hook)
+
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[asyncpg.Connection]:
+        async with self._turns, self._pool.acquire() as conn:
+            try:
+                yield conn
+            finally:
+                for hook in self._released:
+                    hook(conn)
+
+    @property
+    def size(self) -> int:
+        return self._pool.get_size()
+
+    @property
+    def idle(self) -> int:
+        return self._pool.get_idle_size()
+
+    async def close(self) -> None:
+        await self._pool.close()
 
 
-async def create_pool(settings: ServiceSettings, schema: str) -> FairPool:
-    """Like asyncpg.create_pool, with the FairPool."""
-    return await FairPool(
+async def create_pool(settings: ServiceSettings, schema: str) -> Pool:
+    pool = await asyncpg.create_pool(
         min_size=settings.db_pool_min_size,
         max_size=settings.db_pool_max_size,
-        max_queries=50_000,
-        max_inactive_connection_lifetime=300.0,
+        max_queries=tuning.POOL_MAX_QUERIES,
+        max_inactive_connection_lifetime=tuning.POOL_IDLE_SECONDS,
         init=_json_codecs,
         connection_class=StatelessConnection,
-        record_class=asyncpg.Record,
-        loop=None,
         **_connect_options(settings, schema),
     )
+    return Pool(pool, settings.db_pool_max_size)

@@ -9,12 +9,12 @@ Several relays (one per instance) share the work with `FOR UPDATE SKIP LOCKED`. 
 aggregate holds because a relay publishes an aggregate's rows one after another, and leaves an
 aggregate alone while an earlier row of it is locked by another relay.
 
-A relay is woken by its own process: the pool tells it when a connection that wrote an event
-comes back (`event_written`), so the event leaves as the change's response does. Rows that
-another process wrote and could not publish (it died, or its broker was down) are found by
-every relay's poll. Postgres' NOTIFY would wake every instance, but at a price paid on every
-change: it serialises the commits of all transactions that notify, and wakes every listening
-backend of the database for each one.
+A relay is woken by its own process: when a connection of its pool that wrote an event comes
+back (`event_written`), its transaction over, so the event leaves as the change's response
+does. Rows that another process wrote and could not publish (it died, or its broker was down)
+are found by every relay's poll. Postgres' NOTIFY would wake every instance, but at a price
+paid on every change: it serialises the commits of all transactions that notify, and wakes
+every listening backend of the database for each one.
 """
 
 import asyncio
@@ -99,13 +99,15 @@ async def add_event(
     event_written(conn)
 
 
+# The connections, as lent, whose user wrote an outbox row since they were lent.
+_WROTE: set[asyncpg.Connection] = set()
+
+
 def event_written(conn: asyncpg.Connection) -> None:
-    """Says that `conn` wrote an outbox row: when it goes back to the pool, with its
+    """Says that `conn` wrote an outbox row: when it goes back to its pool, with its
     transaction over, this process's relay wakes and publishes. A connection of no pool (a
     command-line tool's) wakes nobody; the relays' poll finds its rows."""
-    note = getattr(conn, "note_event_written", None)
-    if note is not None:
-        note()
+    _WROTE.add(conn)
 
 
 # $1: the batch size. See OutboxRelay._claim.
@@ -137,7 +139,7 @@ class _Row:
 class OutboxRelay:
     def __init__(
         self,
-        pool: db.FairPool,
+        pool: db.Pool,
         broker: Broker,
         settings: ServiceSettings,
     ) -> None:
@@ -145,6 +147,14 @@ class OutboxRelay:
         self._broker = broker
         self._settings = settings
         self._stopping = False
+        # Set when a connection of the pool comes back having written an event.
+        self._woken = asyncio.Event()
+        pool.on_release(self._released)
+
+    def _released(self, conn: asyncpg.Connection) -> None:
+        if conn in _WROTE:
+            _WROTE.discard(conn)
+            self._woken.set()
 
     async def run(self) -> None:
         """Publishes until `stop` (or cancelled); outages of Postgres or RabbitMQ only pause it."""
@@ -177,7 +187,7 @@ class OutboxRelay:
         done, that pass publishes the events they wrote, rather than leaving them to the next
         relay's poll; and a pass in progress finishes instead of being cancelled mid-publish."""
         self._stopping = True
-        self._pool.event_released.set()  # wakes a relay waiting for events
+        self._woken.set()  # a relay waiting for events goes on at once
 
     async def publish_pending(self) -> int:
         """One pass: publishes up to a batch of pending rows; returns how many went out."""
@@ -240,11 +250,13 @@ class OutboxRelay:
     async def _sleep(self, seconds: float) -> None:
         """Until a connection of our pool brings back an event, or the poll is due. An event
         released during the pass just made wakes us at once: the claim may have missed it."""
-        woken = self._pool.event_released
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(woken.wait(), seconds)
-        woken.clear()
+            await asyncio.wait_for(self._woken.wait(), seconds)
+        self._woken.clear()
 
 
-async def prune_published(pool: asyncpg.Pool) -> None:
-    await pool.execute("DELETE FROM outbox WHERE published_at < now() - $1::interval", RETENTION)
+async def prune_published(pool: db.Pool) -> None:
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "DELETE FROM outbox WHERE published_at < now() - $1::interval", RETENTION
+        )

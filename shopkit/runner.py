@@ -10,7 +10,6 @@ refuses get the JSON envelope from the real processes too (`web.run_app` has no 
 """
 
 import asyncio
-import gc
 import logging
 import resource
 import signal
@@ -20,6 +19,7 @@ from typing import Any, TypeVar
 import uvloop
 from aiohttp import web
 
+from shopkit import tuning
 from shopkit.logs import configure_logging
 from shopkit.server import EnvelopeAppRunner
 from shopkit.settings import ComponentSettings
@@ -31,8 +31,6 @@ S = TypeVar("S", bound=ComponentSettings)
 # How long the cleanup (background tasks, broker, pool) may take after the requests' time
 # before the process reports itself stuck.
 CLEANUP_SECONDS = 5.0
-# Objects allocated, less those freed, before the collector looks at the young ones.
-YOUNG_GENERATION = 10_000
 
 
 def serve(
@@ -57,7 +55,7 @@ async def _serve(app: web.Application, settings: ComponentSettings) -> None:
         # A start that fails half-way still closes what it opened (cleanup contexts entered).
         await runner.setup()
         await web.TCPSite(runner, settings.host, settings.port).start()
-        _tune_garbage_collector()
+        tuning.tune_garbage_collector()
         await stopping.wait()
     finally:
         overdue = loop.call_later(settings.shutdown_timeout_seconds + CLEANUP_SECONDS, _overdue)
@@ -94,24 +92,6 @@ def allow_all_descriptors() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def _tune_garbage_collector() -> None:
-    """Two changes to the cyclic garbage collector, each measured under order placement.
-
-    What startup made (modules, the app, its pools) lives as long as the process, yet every
-    full collection walked it, some 65,000 objects: pauses of 35-50 ms that every request in
-    flight waited out. Frozen, it is left alone; a full collection took 2 ms.
-
-    Nearly every object a request makes is freed by reference counting. With the default
-    young generation (700 objects), requests in flight were still scanned about 50 times a
-    second, and promoted to the older generations on the way; with YOUNG_GENERATION, no
-    collection at all ran in 6 s of load. Cycles are still collected, only later.
-    """
-    gc.collect()
-    gc.freeze()
-    _, middle, oldest = gc.get_threshold()
-    gc.set_threshold(YOUNG_GENERATION, middle, oldest)
 
 
 def _overdue() -> None:

@@ -1,8 +1,13 @@
-"""The HTTP server's own refusals in the contract's envelope.
+"""The HTTP server's own refusals in the contract's envelope: the one place the shop reaches
+into aiohttp's internals.
 
 aiohttp's parser refuses a request before any middleware sees it: a malformed request line,
 a header line over 8 KiB, more than 128 headers, a NUL in a header. aiohttp would answer
-those in plain text; here they get the same JSON envelope as every other error.
+those in plain text, and offers no public way to answer them otherwise; here they get the same
+JSON envelope as every other error. It takes two internals of aiohttp (AppRunner._make_server
+and the Server's making of its RequestHandler), so tests/unit/test_server_adapter.py checks
+both, and what they give, on every aiohttp the project installs: an upgrade that changes
+them fails there by name, not somewhere in the system.
 """
 
 from typing import Any

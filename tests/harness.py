@@ -15,7 +15,6 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 from yarl import URL
 
 from gateway.app import create_app as create_gateway
@@ -123,20 +122,23 @@ class System:
         return self.apps[component][METRICS_URL_KEY]
 
 
-class _Server(TestServer):
-    """A test server with the runner the components run under."""
+@dataclass
+class _Served:
+    """An app served as the components serve theirs (shopkit.runner), on a port of its own."""
 
-    async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
-        return EnvelopeAppRunner(self.app, **kwargs)
+    runner: web.AppRunner
+    url: str
+
+    async def close(self) -> None:
+        await self.runner.cleanup()
 
 
-async def _serve(app: web.Application, settings: ComponentSettings) -> TestServer:
-    server = _Server(app, host="127.0.0.1")
-    # TestServer sets handler_cancellation itself (on, as the components have it).
-    options = connection_options(settings)
-    assert options.pop("handler_cancellation") is True
-    await server.start_server(**options)
-    return server
+async def _serve(app: web.Application, settings: ComponentSettings) -> _Served:
+    runner = EnvelopeAppRunner(app, **connection_options(settings))
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    return _Served(runner, f"http://{host}:{port}")
 
 
 @asynccontextmanager
@@ -145,7 +147,7 @@ async def running_system(
 ) -> AsyncIterator[System]:
     """Starts the four services and a gateway; `auth={...}`, `gateway={...}` and so on
     override that component's settings."""
-    servers: list[TestServer] = []
+    servers: list[_Served] = []
     settings: dict[str, Any] = {}
     apps: dict[str, web.Application] = {}
     try:
@@ -158,12 +160,12 @@ async def running_system(
             apps[name] = create_app(settings[name])
             server = await _serve(apps[name], settings[name])
             servers.append(server)
-            urls[name] = str(server.make_url("")).rstrip("/")
+            urls[name] = server.url
         settings["gateway"] = gateway_settings(urls, **overrides.get("gateway", {}))
         apps["gateway"] = create_gateway(settings["gateway"])
         gateway_server = await _serve(apps["gateway"], settings["gateway"])
         servers.append(gateway_server)
-        yield System(str(gateway_server.make_url("")).rstrip("/"), urls, settings, apps)
+        yield System(gateway_server.url, urls, settings, apps)
     finally:
         for server in reversed(servers):
             await server.close()
@@ -183,7 +185,7 @@ async def another_gateway(system: System, **overrides: Any) -> AsyncIterator[str
     settings = gateway_settings(system.service_urls, **overrides)
     server = await _serve(create_gateway(settings), settings)
     try:
-        yield str(server.make_url("")).rstrip("/")
+        yield server.url
     finally:
         await server.close()
 

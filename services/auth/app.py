@@ -10,6 +10,7 @@ from services.auth import queries
 from services.auth.passwords import Passwords
 from services.auth.routes import CHECK_PATH, PASSWORDS_KEY, front_proxy_routes, routes
 from services.auth.settings import AuthSettings
+from shopkit import tuning
 from shopkit.app import POOL_KEY, SETTINGS_KEY, service_app
 from shopkit.migrations import service_migrations
 from shopkit.tasks import periodic
@@ -31,6 +32,8 @@ async def sweep_expired_sessions(app: web.Application) -> int | None:
 
 
 async def _passwords(app: web.Application) -> AsyncIterator[None]:
+    # This process hashes passwords: argon2's large buffers go back to the OS after each.
+    tuning.return_large_buffers_to_the_os()
     app[PASSWORDS_KEY] = Passwords(app[SETTINGS_KEY])
     yield
     app[PASSWORDS_KEY].close()

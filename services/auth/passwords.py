@@ -8,8 +8,6 @@ flood of sign-ins or registrations never builds a queue that delays everyone's f
 
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
 import os
 import secrets
 from collections.abc import Iterator
@@ -21,21 +19,6 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from services.auth.settings import AuthSettings
 from shopkit import errors
 
-# glibc's mallopt parameter: allocations from this size up are mmapped, and unmapped on free.
-_M_MMAP_THRESHOLD = -3
-_MMAP_THRESHOLD_BYTES = 128 * 1024
-
-
-def return_hash_memory_to_the_os() -> None:
-    """Each hash takes `argon2_memory_kib` (19 MiB) and frees it. glibc raises its mmap
-    threshold to the size of a freed mmapped block, so from the second hash on those blocks
-    come from the worker thread's arena and stay resident after the hash: 19 MiB per worker,
-    for good. A fixed threshold keeps them mmapped, so they go back to the OS each time."""
-    name = ctypes.util.find_library("c")
-    libc = ctypes.CDLL(name) if name else None
-    if libc is not None and hasattr(libc, "mallopt"):  # glibc; other libcs are left alone
-        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)
-
 
 class HashingBusy(errors.ServiceUnavailable):
     message = "Too many passwords are being checked right now; try again shortly."
@@ -43,7 +26,6 @@ class HashingBusy(errors.ServiceUnavailable):
 
 class Passwords:
     def __init__(self, settings: AuthSettings) -> None:
-        return_hash_memory_to_the_os()
         workers = os.cpu_count() or 2
         self._capacity = workers + settings.password_hash_queue
         self._turns_taken = 0

@@ -8,7 +8,7 @@ import asyncpg
 
 from services.auth.domain import AttemptCounter, SignInCounters
 
-Conn = asyncpg.Connection | asyncpg.Pool
+Conn = asyncpg.Connection
 
 _USER = "id, email, name, role, created_at"
 # When a session ends: at its expiry, or once unused for the idle time ($ parameter), whichever

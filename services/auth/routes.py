@@ -14,7 +14,7 @@ from pydantic import EmailStr, Field, StringConstraints
 from services.auth import domain, queries
 from services.auth.passwords import HashingBusy, Passwords
 from services.auth.settings import AuthSettings
-from shopkit import errors
+from shopkit import db, errors
 from shopkit.app import POOL_KEY, SETTINGS_KEY, identity, identity_key, require_user
 from shopkit.identity import IDENTITY_HEADER, Identity, IdentityKey, Role, sign_identity
 from shopkit.openapi import Access, documented
@@ -109,9 +109,10 @@ async def register(request: web.Request) -> web.Response:
     settings = _settings(request)
     pool = request.app[POOL_KEY]
     window = domain.registration_key(_client_address(request))
-    hits, seconds_left = await queries.count_in_window(
-        pool, window, settings.registration_window_seconds
-    )
+    async with pool.acquire() as conn:
+        hits, seconds_left = await queries.count_in_window(
+            conn, window, settings.registration_window_seconds
+        )
     if hits > settings.registrations_per_address:
         raise errors.TooManyRequests(
             _ceil_seconds(timedelta(seconds=seconds_left)),
@@ -121,10 +122,14 @@ async def register(request: web.Request) -> web.Response:
         with request.app[PASSWORDS_KEY].turn():
             password_hash = await request.app[PASSWORDS_KEY].hash(body.password)
     except HashingBusy:
-        await queries.give_back_hit(pool, window)  # refused at once: it does not count
+        async with pool.acquire() as conn:
+            await queries.give_back_hit(conn, window)  # refused at once: it does not count
         raise
     try:
-        row = await queries.insert_user(pool, uuid.uuid4(), body.email, body.name, password_hash)
+        async with pool.acquire() as conn:
+            row = await queries.insert_user(
+                conn, uuid.uuid4(), body.email, body.name, password_hash
+            )
     except asyncpg.UniqueViolationError as exc:
         raise errors.Conflict("This email is already registered.", code="email_taken") from exc
     return ok(_user(row), status=201)
@@ -156,7 +161,8 @@ async def _sign_in(request: web.Request, session_role: Role) -> web.Response:
     settings = _settings(request)
     pool = request.app[POOL_KEY]
     counters = await _count_attempt(pool, settings, body.email, _client_address(request))
-    user = await queries.user_by_email(pool, body.email)
+    async with pool.acquire() as conn:
+        user = await queries.user_by_email(conn, body.email)
     async with _hashing_turn(request, counters):
         password_ok = await request.app[PASSWORDS_KEY].verify(
             user["password_hash"] if user else None, body.password
@@ -181,7 +187,7 @@ async def _sign_in(request: web.Request, session_role: Role) -> web.Response:
 
 
 async def _count_attempt(
-    pool: asyncpg.Pool, settings: AuthSettings, email: str, address: str
+    pool: db.Pool, settings: AuthSettings, email: str, address: str
 ) -> domain.SignInCounters:
     """Counts this attempt as failed against the account, the account from this address and
     the address (a success gives it back), or refuses it with 429 while one is locked."""
@@ -260,7 +266,8 @@ async def change_password(request: web.Request) -> web.Response:
     settings = _settings(request)
     pool = request.app[POOL_KEY]
     passwords = request.app[PASSWORDS_KEY]
-    user = await queries.user_by_id(pool, caller.user_id)
+    async with pool.acquire() as conn:
+        user = await queries.user_by_id(conn, caller.user_id)
     if user is None:
         raise errors.Unauthorized()
     counters = await _count_attempt(pool, settings, user["email"], _client_address(request))
@@ -305,7 +312,8 @@ async def logout_all(request: web.Request) -> web.Response:
 @documented("The signed-in user", Access.USER, answer=User)
 async def me(request: web.Request) -> web.Response:
     caller = require_user(request)
-    row = await queries.user_by_id(request.app[POOL_KEY], caller.user_id)
+    async with request.app[POOL_KEY].acquire() as conn:
+        row = await queries.user_by_id(conn, caller.user_id)
     if row is None:
         raise errors.Unauthorized()
     return ok(_user(row))
@@ -318,10 +326,10 @@ async def list_sessions(request: web.Request) -> web.Response:
     caller = require_user(request)
     page = read_query(request, PageQuery).page()
     after = page.after_key(cursor_time, cursor_uuid, first=NEWEST)
-    rows = await queries.live_sessions(
-        request.app[POOL_KEY], caller.user_id, _settings(request).session_idle_seconds, after,
-        page.limit + 1,
-    )
+    async with request.app[POOL_KEY].acquire() as conn:
+        rows = await queries.live_sessions(
+            conn, caller.user_id, _settings(request).session_idle_seconds, after, page.limit + 1
+        )
 
     def view(r: asyncpg.Record) -> Session:
         return from_row(Session, r, current=r["id"] == caller.session_id)
@@ -363,16 +371,16 @@ async def _live_session(request: web.Request, token: str) -> asyncpg.Record:
     if not domain.looks_like_token(token):
         raise errors.Unauthorized()
     settings = _settings(request)
-    pool = request.app[POOL_KEY]
-    session = await queries.live_session_by_token(
-        pool, domain.token_hash(token), settings.session_idle_seconds,
-        settings.session_touch_interval_seconds,
-    )
-    if session is None:
-        raise errors.Unauthorized()
-    if session["expired"]:
-        await queries.delete_session(pool, session["user_id"], session["id"])
-        raise errors.Unauthorized("The session has ended; sign in again.")
+    async with request.app[POOL_KEY].acquire() as conn:
+        session = await queries.live_session_by_token(
+            conn, domain.token_hash(token), settings.session_idle_seconds,
+            settings.session_touch_interval_seconds,
+        )
+        if session is None:
+            raise errors.Unauthorized()
+        if session["expired"]:
+            await queries.delete_session(conn, session["user_id"], session["id"])
+            raise errors.Unauthorized("The session has ended; sign in again.")
     return session
 
 

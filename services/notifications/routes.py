@@ -6,7 +6,6 @@ import time
 import uuid
 from typing import Annotated, Any
 
-import asyncpg
 import orjson
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse, sse_response
@@ -16,7 +15,7 @@ from services.notifications import queries
 from services.notifications.hub import Hub, Stream
 from services.notifications.settings import NotificationsSettings
 from services.notifications.views import Notification, notification_view
-from shopkit import errors
+from shopkit import db, errors
 from shopkit.app import POOL_KEY, SETTINGS_KEY, require_user
 from shopkit.db import DATABASE_ERRORS
 from shopkit.openapi import Access, documented
@@ -149,7 +148,7 @@ STREAM_RETRY_SECONDS = 5
 
 
 async def _catch_up(
-    events: EventSourceResponse, pool: asyncpg.Pool, user_id: uuid.UUID,
+    events: EventSourceResponse, pool: db.Pool, user_id: uuid.UUID,
     after: uuid.UUID | None,
 ) -> set[str]:
     """Sends every notification of the user's created after `after`, oldest first, and
@@ -201,7 +200,7 @@ async def _send(events: EventSourceResponse, notification: dict[str, Any]) -> No
                       event="notification")
 
 
-async def _forget_stream(pool: asyncpg.Pool, stream_id: uuid.UUID) -> None:
+async def _forget_stream(pool: db.Pool, stream_id: uuid.UUID) -> None:
     """The stream stops counting against its user at once; if the database cannot be told
     now, its lease runs out instead."""
     with contextlib.suppress(*DATABASE_ERRORS):

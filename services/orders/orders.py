@@ -373,7 +373,7 @@ EXPIRY_BATCH = 100
 EXPIRY = StatusChange(status=OrderStatus.CANCELLED, note=domain.EXPIRED_NOTE)
 
 
-async def expire_overdue_orders(pool: asyncpg.Pool, ttl_seconds: int) -> int:
+async def expire_overdue_orders(pool: db.Pool, ttl_seconds: int) -> int:
     """Cancels the orders left `placed` longer than `ttl_seconds`, as any cancellation is made
     (history, event, stock given back), by the system: the history entry's note is
     domain.EXPIRED_NOTE and nobody is named as having changed it. Returns how many it

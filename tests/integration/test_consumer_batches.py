@@ -34,7 +34,7 @@ class Counted(EventData):
 @dataclass
 class Scratch:
     schema: str
-    pool: asyncpg.Pool
+    pool: db.Pool
     event_type: str
     batch_sizes: list[int] = field(default_factory=list)
 
@@ -43,7 +43,8 @@ class Scratch:
         return f"test.{self.schema}"
 
     async def applied(self) -> list[int]:
-        return [r["n"] for r in await self.pool.fetch("SELECT n FROM applied ORDER BY n")]
+        async with self.pool.acquire() as conn:
+            return [r["n"] for r in await conn.fetch("SELECT n FROM applied ORDER BY n")]
 
 
 async def _insert(conn: asyncpg.Connection, events: list[IncomingEvent]) -> None:

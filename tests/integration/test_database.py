@@ -200,16 +200,24 @@ async def test_pool_connections_go_out_in_the_order_they_were_asked_for() -> Non
             served.append(name)
             await conn.execute("SELECT 1")
 
+    let_go = asyncio.Event()
+
+    async def hold() -> None:
+        async with pool.acquire():
+            await let_go.wait()
+
     try:
-        held = await pool.acquire()
+        holding = asyncio.create_task(hold())
+        for _ in range(10):  # it has the connection
+            await asyncio.sleep(0)
         waiting = [asyncio.create_task(use(f"waiter {n}")) for n in range(3)]
         for _ in range(10):  # they all get to the queue
             await asyncio.sleep(0)
-        releasing = asyncio.create_task(pool.release(held))
+        let_go.set()
         await asyncio.sleep(0)  # the release is under way: the connection goes back next
         # A request that starts then runs before the woken waiter: it must still come last.
         newcomer = asyncio.create_task(use("newcomer"))
-        await asyncio.gather(releasing, newcomer, *waiting)
+        await asyncio.gather(holding, newcomer, *waiting)
     finally:
         await pool.close()
     assert served == ["waiter 0", "waiter 1", "waiter 2", "newcomer"]
@@ -239,7 +247,7 @@ async def test_a_connection_that_dies_while_lent_gives_its_turn_back(
                 return False  # the backend has not gone yet
 
             await eventually(broken, deadline_seconds=10)
-        async with asyncio.timeout(10):
-            assert await pool.fetchval("SELECT 1") == 1
+        async with asyncio.timeout(10), pool.acquire() as conn:
+            assert await conn.fetchval("SELECT 1") == 1
     finally:
         await pool.close()

@@ -5,6 +5,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 import orjson
@@ -25,9 +26,17 @@ from tests.harness import RABBITMQ_URL, eventually
 class Scratch:
     schema: str
     settings: OrdersSettings
-    pool: asyncpg.Pool
+    pool: db.Pool
     broker: Broker
     event_type: str
+
+    async def fetchval(self, statement: str, *args: Any) -> Any:
+        async with self.pool.acquire() as conn:
+            return await conn.fetchval(statement, *args)
+
+    async def execute(self, statement: str, *args: Any) -> None:
+        async with self.pool.acquire() as conn:
+            await conn.execute(statement, *args)
 
 
 @pytest.fixture
@@ -64,7 +73,7 @@ async def _write(scratch: Scratch, aggregate: str, seq: int) -> Event:
 
 def _nothing_pending(scratch: Scratch) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
-        return await scratch.pool.fetchval(
+        return await scratch.fetchval(
             "SELECT count(*) = 0 FROM outbox WHERE published_at IS NULL"
         )
 
@@ -146,7 +155,7 @@ async def test_a_relay_dying_between_publish_and_mark_loses_nothing(scratch: Scr
         dying = _DiesAfterPublishing(scratch.pool, scratch.broker, scratch.settings)
         with pytest.raises(SystemError):
             await dying.publish_pending()
-        pending = await scratch.pool.fetchval(
+        pending = await scratch.fetchval(
             "SELECT count(*) FROM outbox WHERE published_at IS NULL"
         )
         assert pending == 3, "nothing was marked: the rows wait for the next relay"
@@ -157,7 +166,7 @@ async def test_a_relay_dying_between_publish_and_mark_loses_nothing(scratch: Scr
     ids = [b["id"] for b in bodies]
     # At least once: each event arrived twice, under the same id, in order each time.
     assert ids == [str(e.id) for e in written] * 2
-    assert await scratch.pool.fetchval(
+    assert await scratch.fetchval(
         "SELECT count(*) FROM outbox WHERE published_at IS NULL"
     ) == 0
 
@@ -170,7 +179,7 @@ async def test_an_event_rolled_back_with_its_change_is_never_published(scratch: 
             raise RuntimeError("the change failed")
     relay = OutboxRelay(scratch.pool, scratch.broker, scratch.settings)
     assert await relay.publish_pending() == 0
-    assert await scratch.pool.fetchval("SELECT count(*) FROM outbox") == 0
+    assert await scratch.fetchval("SELECT count(*) FROM outbox") == 0
 
 
 async def test_an_idle_relay_wakes_when_its_pool_gets_back_an_event_not_on_its_poll(
@@ -264,15 +273,15 @@ async def test_a_relays_claim_reads_one_batch_however_long_the_backlog(scratch: 
     """The claim's cost must not grow with the backlog. Its statistics were taken when nothing
     was pending (as they mostly are in a queue), and its plan is made once and kept: a claim
     that compared every pending row with every claimed one read 200,000 buffers here."""
-    await scratch.pool.execute(
+    await scratch.execute(
         """
         INSERT INTO outbox (event_id, event_type, aggregate_id, body, published_at)
         SELECT gen_random_uuid(), 'test', 'done-' || n, '{}', now()
         FROM generate_series(1, 200) AS n
         """
     )
-    await scratch.pool.execute("ANALYZE outbox")
-    await scratch.pool.execute(
+    await scratch.execute("ANALYZE outbox")
+    await scratch.execute(
         """
         INSERT INTO outbox (event_id, event_type, aggregate_id, body)
         SELECT gen_random_uuid(), 'test', 'agg-' || n % 40, '{}'

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from shopkit import errors, runner
+from shopkit import errors, tuning
 from shopkit.migrations import KIT_MIGRATIONS, MigrationError, MigrationSet, load_migrations
 from shopkit.web import sane_request_id
 
@@ -65,9 +65,9 @@ def test_every_service_ships_valid_migrations() -> None:
 def test_a_started_component_leaves_its_startup_objects_to_reference_counting() -> None:
     threshold = gc.get_threshold()
     try:
-        runner._tune_garbage_collector()
+        tuning.tune_garbage_collector()
         assert gc.get_freeze_count() > 1000
-        assert gc.get_threshold() == (runner.YOUNG_GENERATION, *threshold[1:])
+        assert gc.get_threshold() == (tuning.YOUNG_GENERATION, *threshold[1:])
     finally:
         gc.unfreeze()
         gc.set_threshold(*threshold)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from services.auth.passwords import Passwords
 from services.auth.settings import AuthSettings
+from shopkit.tuning import return_large_buffers_to_the_os
 
 
 def resident_kib() -> int:
@@ -22,6 +23,7 @@ async def main() -> None:
     settings = AuthSettings.model_construct(
         argon2_memory_kib=19 * 1024, argon2_time_cost=2, argon2_parallelism=1
     )
+    return_large_buffers_to_the_os()  # as the auth service does when it starts
     passwords = Passwords(settings)
     before = resident_kib()
     for _ in range(3):  # every worker thread hashes, more than once
