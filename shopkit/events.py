@@ -1,4 +1,5 @@
-"""The contract's event envelope: `{id, type, occurredAt, source, data}`."""
+"""The contract's events: their owners, and an event as a service makes it. Its envelope
+(`{id, type, occurredAt, source, data}`) is written by shopkit.outbox.event_insert alone."""
 
 import uuid
 from collections.abc import Mapping
@@ -26,12 +27,3 @@ class Event:
     data: dict[str, Any]
     id: uuid.UUID = field(default_factory=uuid.uuid4)
     occurred_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-
-    def envelope(self) -> dict[str, Any]:
-        return {
-            "id": str(self.id),
-            "type": self.type,
-            "occurredAt": self.occurred_at.isoformat(),
-            "source": self.source,
-            "data": self.data,
-        }

@@ -20,6 +20,7 @@ every listening backend of the database for each one.
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import timedelta
@@ -40,62 +41,62 @@ log = logging.getLogger("shopkit.outbox")
 RETENTION = timedelta(hours=1)
 
 
-def event_insert(first_parameter: int, gate: str, completion: str | None = None) -> str:
+def event_insert(first_parameter: int, gate: str, data: str, occurred_at: str) -> str:
     """The outbox insert, for a statement that writes a change and its event in one round trip:
-    a data-modifying CTE body, written once here for every caller.
+    a data-modifying CTE body, written once here for every caller, the one place the contract's
+    envelope (`{id, type, occurredAt, source, data}`) is written.
 
     Its five parameters, from $`first_parameter` on, are `event_parameters(...)`. `gate` is a
     relation of the statement (a CTE's name): the event is written once per row of it, so a
-    gate that is empty when the change was not made leaves the outbox alone. Only the numbers
-    of parameters are put into the text; every value stays a parameter.
-
-    `completion` is for an event with values only the statement knows (what it read under its
-    locks, the database's clock): an SQL expression over the gate's columns that gives a JSON
-    object. Its keys replace the envelope's, except `data`, whose keys are added to the data.
+    gate that is empty when the change was not made leaves the outbox alone. `data` (the
+    event's data, a jsonb) and `occurred_at` (a timestamptz) are SQL expressions over the
+    gate's columns: values only the statement knows (what it read under its locks, the
+    database's clock) go into the event as it makes them. Only the numbers of parameters are
+    put into the text; every value stays a parameter.
 
     The aggregate's advisory lock, taken before the row (and so its id) is made and held to
     commit, makes transactions writing events of one aggregate take their outbox ids in commit
     order; the relay relies on that order. The caller calls `event_written` once it ran it.
     """
-    event_id, event_type, aggregate, body, request_id = (
+    event_id, event_type, source, aggregate, request_id = (
         f"${n}" for n in range(first_parameter, first_parameter + 5)
     )
-    envelope = f"{body}::jsonb"
-    if completion is not None:
-        envelope = (
-            f"{envelope} || completion"
-            f" || jsonb_build_object('data', ({envelope} -> 'data') || (completion -> 'data'))"
-        )
     return f"""
         INSERT INTO outbox (event_id, event_type, aggregate_id, body, request_id)
-        SELECT {event_id}, {event_type}, {aggregate}, {envelope}, {request_id}
+        SELECT {event_id}::uuid, {event_type}::text, {aggregate}::text,
+            jsonb_build_object(
+                'id', {event_id}::uuid, 'type', {event_type}::text,
+                'occurredAt', to_char(at AT TIME ZONE 'UTC',
+                                      'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'),
+                'source', {source}::text, 'data', data),
+            {request_id}::text
         FROM (SELECT pg_advisory_xact_lock(hashtextextended('outbox:' || {aggregate}, 0)),
-                     {completion or "NULL::jsonb"} AS completion
+                     ({data}) AS data, ({occurred_at}) AS at
               FROM {gate}) AS locked
     """
 
 
-def occurred_at(timestamp: str) -> str:
-    """SQL writing a timestamptz expression as an event's `occurredAt`, the way
-    `Event.envelope` writes it (UTC, microseconds, +00:00): for a `completion` whose time
-    only the statement knows."""
-    return f"""to_char({timestamp} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')"""
-
-
 def event_parameters(
-    event: Event, aggregate_id: str, request_id: str | None
+    event_id: uuid.UUID, event_type: str, source: str, aggregate_id: str, request_id: str | None
 ) -> tuple[Any, ...]:
-    return event.id, event.type, aggregate_id, event.envelope(), request_id
+    return event_id, event_type, source, aggregate_id, request_id
 
 
-_ADD_EVENT = event_insert(1, gate="(SELECT) AS always")
+_ADD_EVENT = event_insert(
+    1, gate="(SELECT $6::jsonb AS given_data, $7::timestamptz AS given_at) AS given",
+    data="given_data", occurred_at="given_at",
+)
 
 
 async def add_event(
     conn: asyncpg.Connection, event: Event, aggregate_id: str, request_id: str | None
 ) -> None:
     """Adds `event` to the outbox inside the caller's open transaction, in one round trip."""
-    await conn.execute(_ADD_EVENT, *event_parameters(event, aggregate_id, request_id))
+    await conn.execute(
+        _ADD_EVENT,
+        *event_parameters(event.id, event.type, event.source, aggregate_id, request_id),
+        event.data, event.occurred_at,
+    )
     event_written(conn)
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from services.orders.orders import expire_overdue_orders
+from services.orders.orders.expiry import expire_overdue_orders
 from services.orders.routes import routes
 from services.orders.settings import OrdersSettings
 from shopkit.app import POOL_KEY, SETTINGS_KEY, service_app
@@ -16,8 +16,6 @@ log = logging.getLogger("services.orders")
 
 NAME = "orders"
 MIGRATIONS = service_migrations(NAME, Path(__file__).parent / "migrations")
-
-
 async def expire_orders(app: web.Application) -> None:
     settings: OrdersSettings = app[SETTINGS_KEY]  # type: ignore[assignment]
     expired = await expire_overdue_orders(app[POOL_KEY], settings.placed_order_ttl_seconds)

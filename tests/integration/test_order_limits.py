@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from services.orders.orders import expire_overdue_orders
+from services.orders.orders.expiry import expire_overdue_orders
 from shopkit.app import POOL_KEY
 from tests.events import watch_events
 from tests.harness import (

@@ -1,6 +1,6 @@
 """The order status rules that the status-change statement is given."""
 
-from services.orders.domain import OrderStatus, gives_stock_back, reachable_from
+from services.orders.orders.domain import OrderStatus, gives_stock_back, reachable_from
 
 S = OrderStatus
 

@@ -1,4 +1,5 @@
-"""Products and stock: public catalogue, admin create / update / adjust stock."""
+"""HTTP endpoints of products and stock: the public catalogue, and the admin's create, update
+and stock adjustments."""
 
 import uuid
 from typing import Annotated
@@ -7,9 +8,8 @@ import asyncpg
 from aiohttp import web
 from pydantic import Field, StrictInt, StringConstraints, model_validator
 
-from services.orders import queries
-from services.orders.common import Cents, Count
-from services.orders.domain import MAX_STOCK
+from services.orders.products import queries
+from services.orders.products.domain import MAX_STOCK
 from shopkit import errors
 from shopkit.app import POOL_KEY, require_admin
 from shopkit.openapi import Access, documented
@@ -20,6 +20,8 @@ routes = web.RouteTableDef()
 
 Sku = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 ProductName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Count = Annotated[StrictInt, Field(ge=0, le=1_000_000)]
+Cents = Annotated[StrictInt, Field(ge=0, le=100_000_000)]
 
 
 class ProductIn(ApiModel):

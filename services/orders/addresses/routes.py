@@ -1,4 +1,4 @@
-"""Addresses: CRUD plus `/default`, with exactly one default per user who has any."""
+"""HTTP endpoints of addresses: CRUD plus `/default`."""
 
 import uuid
 from datetime import datetime
@@ -8,8 +8,8 @@ from aiohttp import web
 from asyncpg import Connection, Record
 from pydantic import Field, StringConstraints, field_validator
 
-from services.orders import queries
-from services.orders.countries import ISO_3166_ALPHA_2
+from services.orders.addresses import queries
+from services.orders.addresses.domain import ADDRESS_FIELDS, ISO_3166_ALPHA_2
 from shopkit import errors
 from shopkit.app import POOL_KEY, require_user
 from shopkit.openapi import Access, documented
@@ -52,7 +52,7 @@ class AddressIn(ApiModel):
         return code
 
     def fields(self) -> dict[str, str | None]:
-        return {name: getattr(self, name) for name in queries.ADDRESS_FIELDS}
+        return {name: getattr(self, name) for name in ADDRESS_FIELDS}
 
 
 class Address(ApiModel):

@@ -1,4 +1,8 @@
-"""ISO 3166-1 alpha-2 codes officially assigned (249)."""
+"""Rules of addresses, free of HTTP and SQL: what an address holds, and the countries it may be
+in (ISO 3166-1 alpha-2, the 249 codes officially assigned)."""
+
+# What an address holds besides its id, its default mark and when it was made.
+ADDRESS_FIELDS = ("label", "recipient", "line1", "line2", "city", "postal_code", "country", "phone")
 
 _CODES = """
     AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR

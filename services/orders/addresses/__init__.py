@@ -1,0 +1,1 @@
+"""Addresses: CRUD plus `/default`, with exactly one default per user who has any."""

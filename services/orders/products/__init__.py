@@ -1,0 +1,1 @@
+"""Products and stock: public catalogue, admin create / update / adjust stock."""
