@@ -1,6 +1,13 @@
 """What every component of the shop does alike, written once.
 
-settings (environment), errors (the JSON envelope), web (middlewares, JSON in/out, app factory),
-identity (the gateway-signed caller identity), db (pool and migrations), broker (RabbitMQ publish),
-health, logs and runner (process start and graceful shutdown).
+The service's shape: app (the app factory every service is made by), settings (environment),
+errors (the JSON envelope), web (middlewares, JSON in and out, request models), identity (the
+gateway-signed caller), pagination, openapi, health, tasks (background loops).
+The database: db (the pool), tuning (every performance setting), migrations, bootstrap, and
+sqljson (JSON shapes written in SQL).
+Events: events (the contract's types and owners), outbox (written with the change, published by
+a relay), broker (the RabbitMQ connection), broker_access (each component's rights), consumer,
+dlq (the operator's view of dead letters), backoff (reconnecting after an outage).
+Running: runner (start and graceful shutdown), server (the one adapter to aiohttp's internals),
+operator and metrics (the metrics listener), logs (JSON lines).
 """

@@ -12,8 +12,12 @@ EXCHANGE = "shop.events"
 # Which component publishes the events of each type, by the type's first word: the one that
 # may publish them (shopkit.broker_access) and the only `source` a consumer believes.
 EVENT_OWNERS = {"auth": "auth", "order": "orders", "tracking": "tracking"}
-# The event every component that caches sessions, or serves on them, must hear.
+# The contract's event types. SESSION_REVOKED is the event every component that caches
+# sessions, or serves on them, must hear.
 SESSION_REVOKED = "auth.session_revoked"
+ORDER_CREATED = "order.created"
+ORDER_STATUS_CHANGED = "order.status_changed"
+TRACKING_UPDATED = "tracking.updated"
 
 
 def owner_of(event_type: str, owners: Mapping[str, str] = EVENT_OWNERS) -> str | None:

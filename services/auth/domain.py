@@ -11,6 +11,7 @@ from uuid import UUID
 from shopkit.events import SESSION_REVOKED, Event
 from shopkit.web import client_bucket
 
+SOURCE = "auth"
 TOKEN_BYTES = 32  # 256 bits from the OS CSPRNG
 _TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 
@@ -33,7 +34,7 @@ def sessions_revoked(user_id: UUID, session_ids: Sequence[UUID]) -> Event:
     them, notification streams on them close."""
     return Event(
         type=SESSION_REVOKED,
-        source="auth",
+        source=SOURCE,
         data={"userId": str(user_id), "sessionIds": [str(s) for s in session_ids]},
     )
 

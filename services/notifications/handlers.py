@@ -7,7 +7,7 @@ from pydantic import Field
 
 from services.notifications import domain, queries
 from shopkit.consumer import EventData, EventHandler, IncomingEvent, Subscription
-from shopkit.events import SESSION_REVOKED
+from shopkit.events import ORDER_STATUS_CHANGED, SESSION_REVOKED, TRACKING_UPDATED
 
 QUEUE = "notifications.events"
 
@@ -63,10 +63,10 @@ SUBSCRIPTION = Subscription(
     QUEUE,
     {
         # queries.add is one statement; the event's id is unique among notifications.
-        "order.status_changed": EventHandler(
+        ORDER_STATUS_CHANGED: EventHandler(
             OrderStatusChanged, on_status_changed, deduplicates_itself=True
         ),
-        "tracking.updated": EventHandler(
+        TRACKING_UPDATED: EventHandler(
             TrackingUpdated, on_tracking_updated, deduplicates_itself=True
         ),
         SESSION_REVOKED: EventHandler(SessionRevoked, on_session_revoked),

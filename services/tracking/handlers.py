@@ -6,7 +6,9 @@ import asyncpg
 from pydantic import Field
 
 from services.tracking import queries
+from services.tracking.domain import PLACED_NOTE, StatusFollowed
 from shopkit.consumer import EventData, EventHandler, IncomingEvent, Subscription
+from shopkit.events import ORDER_CREATED, ORDER_STATUS_CHANGED
 
 QUEUE = "tracking.orders"
 
@@ -26,17 +28,17 @@ class OrderStatusChanged(EventData):
     version: int = Field(ge=1)
 
 
-def _status(event: IncomingEvent) -> queries.StatusFollowed:
+def _status(event: IncomingEvent) -> StatusFollowed:
     """The status an event reports. A change may arrive before the order.created it follows:
     the tracking is created from it, and the placed entry joins the timeline (by time) when
     it comes."""
     data: OrderCreated | OrderStatusChanged = event.data
     if isinstance(data, OrderCreated):
-        return queries.StatusFollowed(
-            data.order_id, data.user_id, data.version, data.status, "Order placed",
+        return StatusFollowed(
+            data.order_id, data.user_id, data.version, data.status, PLACED_NOTE,
             event.occurred_at,
         )
-    return queries.StatusFollowed(
+    return StatusFollowed(
         data.order_id, data.user_id, data.version, data.to, data.note, event.occurred_at
     )
 
@@ -55,7 +57,7 @@ SUBSCRIPTION = Subscription(
     {
         event_type: EventHandler(model, follow, deduplicates_itself=True, apply_many=follow_all)
         for event_type, model in (
-            ("order.created", OrderCreated), ("order.status_changed", OrderStatusChanged)
+            (ORDER_CREATED, OrderCreated), (ORDER_STATUS_CHANGED, OrderStatusChanged)
         )
     },
 )

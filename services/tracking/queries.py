@@ -1,11 +1,12 @@
 """SQL of the tracking schema. Every value is a parameter; the schema comes from the search_path."""
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import date, datetime
 from uuid import UUID
 
 import asyncpg
+
+from services.tracking.domain import StatusFollowed
 
 Conn = asyncpg.Connection
 
@@ -23,18 +24,6 @@ def _order_lock_key(order_id: str) -> str:
 async def lock_order(conn: Conn, order_id: UUID) -> None:
     """Events and admin updates of one order are applied one at a time, on every instance."""
     await conn.execute(f"SELECT pg_advisory_xact_lock({_order_lock_key('$1::uuid')})", order_id)
-
-
-@dataclass(frozen=True)
-class StatusFollowed:
-    """A status of an order as an event reported it."""
-
-    order_id: UUID
-    user_id: UUID
-    version: int
-    status: str
-    note: str | None
-    occurred_at: datetime
 
 
 async def follow_statuses(conn: Conn, statuses: Sequence[StatusFollowed]) -> None:

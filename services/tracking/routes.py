@@ -8,10 +8,9 @@ import asyncpg
 from aiohttp import web
 from pydantic import BeforeValidator, StringConstraints, model_validator
 
-from services.tracking import queries
+from services.tracking import domain, queries
 from shopkit import errors
 from shopkit.app import POOL_KEY, ensure_visible, require_admin, require_user
-from shopkit.events import Event
 from shopkit.identity import Identity
 from shopkit.openapi import Access, documented
 from shopkit.outbox import add_event
@@ -101,29 +100,15 @@ async def update_tracking(request: web.Request) -> web.Response:
             row = await queries.set_delivery_details(
                 conn, order_id, body.carrier, body.tracking_number, body.estimated_delivery
             )
-            checkpoint, at = None, None
+            checkpoint = None
             if body.checkpoint is not None:
-                at = await queries.add_checkpoint(
-                    conn, order_id, row["status"], body.checkpoint.location, body.checkpoint.note
-                )
-                checkpoint = {**body.checkpoint.model_dump(mode="json"), "occurredAt":
-                              at.isoformat()}
-            event = Event(
-                type="tracking.updated",
-                source="tracking",
-                **({"occurred_at": at} if at else {}),
-                data={
-                    "orderId": str(order_id),
-                    "userId": str(row["user_id"]),
-                    "status": row["status"],
-                    "carrier": row["carrier"],
-                    "trackingNumber": row["tracking_number"],
-                    "estimatedDelivery": (
-                        row["estimated_delivery"].isoformat() if row["estimated_delivery"]
-                        else None
-                    ),
-                    "checkpoint": checkpoint,
-                },
+                location, note = body.checkpoint.location, body.checkpoint.note
+                at = await queries.add_checkpoint(conn, order_id, row["status"], location, note)
+                checkpoint = domain.Checkpoint(location, note, at)
+            delivery = domain.Delivery(
+                order_id, row["user_id"], row["status"], row["carrier"], row["tracking_number"],
+                row["estimated_delivery"],
             )
+            event = domain.tracking_updated(delivery, checkpoint)
             await add_event(conn, event, aggregate_id=str(order_id), request_id=request_id(request))
         return ok(await _visible(conn, caller, order_id))

@@ -9,10 +9,11 @@ import aio_pika
 import aiohttp
 import asyncpg
 
-from services.tracking.queries import StatusFollowed, follow_statuses
+from services.tracking.domain import StatusFollowed
+from services.tracking.queries import follow_statuses
 from shopkit.consumer import REASON_HEADER, RETRIES_HEADER
 from shopkit.dlq import dead_letter_counts
-from tests.events import publish_event, take_dead_letters
+from tests.events import publish_event, take_dead_letters, watch_events
 from tests.harness import (
     RABBITMQ_URL,
     call,
@@ -58,6 +59,43 @@ async def test_tracking_appears_and_follows_every_status_change_in_order(
     ]
     times = [e["occurredAt"] for e in tracking["timeline"]]
     assert times == sorted(times)
+
+
+def _time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+async def test_a_change_of_delivery_tells_the_world_what_the_delivery_now_is(
+    client: aiohttp.ClientSession, user_token: str, admin_token: str
+) -> None:
+    order = await place_order(client, user_token, admin_token)
+    await _tracking_when(client, user_token, order["id"], lambda t: True)
+    path = f"/api/admin/orders/{order['id']}/tracking"
+    async with watch_events("tracking.*") as events:
+        status, body = await call(client, "POST", path, admin_token, {
+            "carrier": "DHL", "estimatedDelivery": "2026-12-24",
+            "checkpoint": {"location": "Leipzig hub", "note": "Sorted"},
+        })
+        assert status == 200, body
+        status, _ = await call(client, "POST", path, admin_token, {"trackingNumber": "JD0142"})
+        assert status == 200
+        bodies = await events.bodies_until(
+            lambda bodies: len([b for b in bodies if b["data"]["orderId"] == order["id"]]) >= 2
+        )
+    with_checkpoint, without = [b for b in bodies if b["data"]["orderId"] == order["id"]]
+    checkpoint_at = _time(body["data"]["timeline"][-1]["occurredAt"])
+    assert (with_checkpoint["type"], with_checkpoint["source"]) == ("tracking.updated", "tracking")
+    checkpoint = with_checkpoint["data"]["checkpoint"]
+    assert _time(checkpoint.pop("occurredAt")) == checkpoint_at
+    assert _time(with_checkpoint["occurredAt"]) == checkpoint_at
+    assert with_checkpoint["data"] == {
+        "orderId": order["id"], "userId": order["userId"], "status": "placed", "carrier": "DHL",
+        "trackingNumber": None, "estimatedDelivery": "2026-12-24",
+        "checkpoint": {"location": "Leipzig hub", "note": "Sorted"},
+    }
+    assert without["data"] == with_checkpoint["data"] | {
+        "trackingNumber": "JD0142", "checkpoint": None
+    }
 
 
 async def test_a_checkpoint_shows_in_the_timeline(

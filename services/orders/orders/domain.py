@@ -164,8 +164,6 @@ class Move:
 # tests/unit/test_order_shapes.py holds them to the contract and the API's models, and
 # tests/integration/test_order_events.py holds what reaches RabbitMQ to the contract.
 SOURCE = "orders"
-ORDER_CREATED = "order.created"
-ORDER_STATUS_CHANGED = "order.status_changed"
 ITEM = {"productId": "product_id", "sku": "sku", "name": "name",
         "unitPriceCents": "unit_price_cents", "quantity": "quantity"}
 HISTORY_ENTRY = {"status": "status", "note": "note", "changedBy": "changed_by",

@@ -17,8 +17,6 @@ from services.orders.orders.domain import (
     CREATED,
     HISTORY_ENTRY,
     ITEM,
-    ORDER_CREATED,
-    ORDER_STATUS_CHANGED,
     SHIPPING_ADDRESS,
     SOURCE,
     STATUS_CHANGED,
@@ -26,6 +24,7 @@ from services.orders.orders.domain import (
     Placement,
 )
 from services.orders.products.queries import PRODUCT
+from shopkit.events import ORDER_CREATED, ORDER_STATUS_CHANGED
 from shopkit.outbox import event_insert, event_parameters, event_written
 from shopkit.sqljson import json_object
 
