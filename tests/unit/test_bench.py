@@ -5,24 +5,11 @@ import os
 
 import pytest
 
-from bench.run import (
-    LOAD,
-    PORTS,
-    CpuReading,
-    CpuUse,
-    Latencies,
-    Results,
-    Sample,
-    Summary,
-    _machine_cpu,
-    _process_cpu,
-    cpu_reading,
-    cpu_use,
-    identity_cost,
-    parse_wrk,
-    report,
-    verdicts,
-)
+from bench.cpu import LOAD, CpuReading, CpuUse, cpu_reading, cpu_use, machine_cpu, process_cpu
+from bench.load import Latencies, Sample, Summary, parse_wrk
+from bench.processes import PORTS
+from bench.report import Results, report, verdicts
+from bench.scenarios import identity_cost
 
 # wrk 4.1 with --latency, as it prints a run.
 WRK_REPORT = """\
@@ -117,14 +104,14 @@ PROCESS_STAT = "4242 (odd) name) S 1 4242 4242 0 -1 4194560 0 0 0 0 250 50 700 3
 
 def test_a_process_cpu_is_its_user_and_system_time_and_its_children_only_when_asked() -> None:
     ticks = os.sysconf("SC_CLK_TCK")
-    assert _process_cpu(PROCESS_STAT) == 300 / ticks
-    assert _process_cpu(PROCESS_STAT, children=True) == 1300 / ticks
+    assert process_cpu(PROCESS_STAT) == 300 / ticks
+    assert process_cpu(PROCESS_STAT, children=True) == 1300 / ticks
 
 
 def test_the_machine_is_busy_for_all_but_idle_and_io_wait_and_steal_counts_for_neither() -> None:
     ticks = os.sysconf("SC_CLK_TCK")
     # user nice system idle iowait irq softirq steal
-    busy, total = _machine_cpu("cpu  100 10 40 800 20 5 25 999 0 0\ncpu0 1 2 3\n")
+    busy, total = machine_cpu("cpu  100 10 40 800 20 5 25 999 0 0\ncpu0 1 2 3\n")
     assert (busy, total) == (180 / ticks, 1000 / ticks)
 
 

@@ -1,0 +1,113 @@
+"""Load from wrk, and the runs' figures: each target warmed up, then run several times, the
+median and the spread of the runs kept."""
+
+import os
+import re
+import statistics
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.cpu import CpuUse, cpu_reading, cpu_use
+from bench.processes import tool
+
+UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+@dataclass(frozen=True)
+class Sample:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    non_2xx: int
+
+
+@dataclass(frozen=True)
+class Latencies:
+    """One run of scenario 3, for one place a change shows in."""
+
+    changes: int
+    p50_ms: float
+    p99_ms: float
+
+
+@dataclass(frozen=True)
+class Summary:
+    name: str
+    samples: list[Sample] | list[Latencies]
+
+    def median(self, field: str) -> float:
+        return statistics.median(getattr(s, field) for s in self.samples)
+
+    def spread(self, field: str) -> str:
+        values = [getattr(s, field) for s in self.samples]
+        return f"{min(values):,.0f}-{max(values):,.0f}" if field == "rps" else (
+            f"{min(values):.2f}-{max(values):.2f}")
+
+    def total(self, field: str) -> int:
+        return sum(getattr(s, field) for s in self.samples)
+
+
+def wrk(url: str, headers: dict[str, str], seconds: int, connections: int,
+        script: Path | None = None, env: dict[str, str] | None = None) -> Sample:
+    command = [tool("wrk"), "-t2", f"-c{connections}", f"-d{seconds}s", "--latency",
+               *(arg for name, value in headers.items() for arg in ("-H", f"{name}: {value}"))]
+    if script is not None:
+        command += ["-s", str(script)]
+    output = subprocess.run(
+        [*command, url], capture_output=True, text=True, check=True,
+        env={**os.environ, **(env or {})},
+    ).stdout
+    return parse_wrk(output)
+
+
+def parse_wrk(output: str) -> Sample:
+    """The figures of wrk's report (run with --latency)."""
+    return Sample(
+        rps=float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),  # type: ignore[union-attr]
+        p50_ms=_latency(output, "50%"),
+        p99_ms=_latency(output, "99%"),
+        non_2xx=int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", output))
+        else 0,
+    )
+
+
+def _latency(output: str, percentile: str) -> float:
+    match = re.search(rf"^\s+{percentile}\s+([\d.]+)(us|ms|s)\s*$", output, re.MULTILINE)
+    assert match, output
+    return float(match.group(1)) * UNITS[match.group(2)]
+
+
+def metered(measure: Callable[[int], Sample], uses: list[CpuUse]) -> Callable[[int], Sample]:
+    """`measure`, with the CPU of each run per request added to `uses`."""
+    def run(seconds: int) -> Sample:
+        before = cpu_reading()
+        sample = measure(seconds)
+        uses.append(cpu_use(before, cpu_reading(), sample.rps * seconds))
+        return sample
+    return run
+
+
+# Each target is driven this long, unrecorded, before its runs: the first requests after a
+# quiet spell pay for pools growing and statements being prepared on new connections, and
+# whichever target ran first would otherwise pay for all of them.
+WARM_UP_SECONDS = 2
+
+
+def repeat(name: str, runs: int, seconds: int, measure: Callable[[int], Sample],
+           cpu: list[CpuUse] | None = None) -> Summary:
+    """The runs' summary; with `cpu`, the CPU of each run (not of the warm-up) is added to it."""
+    measure(WARM_UP_SECONDS)
+    run = metered(measure, cpu) if cpu is not None else measure
+    samples = [run(seconds) for _ in range(runs)]
+    summary = Summary(name, samples)
+    print(f"  {name:<34} {summary.median('rps'):>9,.0f} req/s"
+          f"  p50 {summary.median('p50_ms'):6.2f} ms  p99 {summary.median('p99_ms'):7.2f} ms"
+          f"  (req/s {summary.spread('rps')})", flush=True)
+    return summary
+
+
+def percentiles(values: list[float]) -> Latencies:
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    return Latencies(changes=len(values), p50_ms=cuts[49], p99_ms=cuts[98])

@@ -1,0 +1,140 @@
+"""The processes the bench measures: the system as `make run` starts it, on ports of its own,
+and nginx in front of the same services (the peer); which process is which component, and
+what each holds in memory."""
+
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+PORTS = {"gateway": 18080, "auth": 18081, "orders": 18082, "tracking": 18083,
+         "notifications": 18084}
+NGINX_PORT = 18090
+# The bench's customers register from one address and place thousands of orders each, and its
+# load comes from one address: far past what the shop allows one client (registrations per
+# address, open orders per user, requests in flight). The load measures the paths, not those
+# limits.
+BENCH_LIMITS = {"REGISTRATIONS_PER_ADDRESS": "1000000", "MAX_OPEN_ORDERS_PER_USER": "1000000000",
+                "MAX_REQUESTS_PER_CLIENT": "1000000"}
+NGINX_CONF = Path(__file__).with_name("nginx.conf")
+
+
+@contextmanager
+def running_system(log_dir: Path) -> Iterator[None]:
+    """All five components under honcho, as `make run` runs them, on ports of their own."""
+    env = {**os.environ, "LOG_LEVEL": "WARNING", **BENCH_LIMITS,
+           # Auth stands in for the gateway behind nginx, vouching to itself and to orders.
+           "FRONT_PROXY_CHECK": "true",
+           "FRONT_PROXY_SECRETS": orjson.dumps(
+               {"orders": os.environ["ORDERS_IDENTITY_SECRET"]}).decode(),
+           **{f"{name.upper()}_PORT": str(port) for name, port in PORTS.items()},
+           **{f"{name.upper()}_METRICS_PORT": str(port + 1000) for name, port in PORTS.items()},
+           **{f"{name.upper()}_URL": f"http://127.0.0.1:{port}" for name, port in PORTS.items()
+              if name != "gateway"}}
+    with open(log_dir / "system.log", "wb") as log:
+        process = subprocess.Popen(
+            ["honcho", "start", "--env", "/dev/null", "--procfile", str(ROOT / "Procfile")],
+            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
+        )
+    try:
+        _wait_for(f"http://127.0.0.1:{PORTS['gateway']}/api/ping", process, log_dir)
+        yield
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+@contextmanager
+def running_nginx(log_dir: Path) -> Iterator[None]:
+    conf = NGINX_CONF.read_text()
+    for name, port in PORTS.items():
+        conf = conf.replace(f"@{name.upper()}_PORT@", str(port))
+    conf = conf.replace("@NGINX_PORT@", str(NGINX_PORT)).replace("@LOG_DIR@", str(log_dir))
+    (log_dir / "nginx.conf").write_text(conf)
+    process = subprocess.Popen(
+        [tool("nginx"), "-p", str(log_dir), "-c", str(log_dir / "nginx.conf"),
+         "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL, stderr=open(log_dir / "nginx.out", "wb"),  # noqa: SIM115
+    )
+    try:
+        _wait_for(f"http://127.0.0.1:{NGINX_PORT}/nginx-alive", process, log_dir)
+        yield
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _wait_for(url: str, process: subprocess.Popen, log_dir: Path, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"a process exited while starting; see {log_dir}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"{url} did not answer within {seconds:.0f} s; see {log_dir}")
+
+
+def tool(name: str) -> str:
+    found = shutil.which(name) or (f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists()
+                                   else None)
+    if found is None:
+        raise SystemExit(f"{name} is missing: scripts/ensure-bench-tools installs it")
+    return found
+
+
+def components_by_pid() -> dict[str, str]:
+    """The bench's five components, found by the port in their environment."""
+    ports = {f"PORT={port}".encode(): name for name, port in PORTS.items()}
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            environment = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        name = next((ports[v] for v in environment if v in ports), None)
+        if name and b"python" in command:
+            found[pid] = name
+    return found
+
+
+def resident_memory(field: str = "VmRSS") -> dict[str, float]:
+    """MiB resident per component: all of it (VmRSS), or the part that is pages of files,
+    mostly shared libraries (RssFile)."""
+    found: dict[str, float] = {}
+    for pid, name in components_by_pid().items():
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        if rss := re.search(rf"{field}:\s+(\d+) kB", status):
+            found[name] = int(rss.group(1)) / 1024
+    return found
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in
+                Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+               platform.processor())
+    memory = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
+    return (f"{os.cpu_count()} cores ({cpu}), {memory / 1024 / 1024:.0f} GiB, "
+            f"Python {platform.python_version()}, {platform.system()} {platform.release()}")
