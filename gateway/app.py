@@ -26,16 +26,17 @@ from gateway.upstream import (
     forward_stream,
 )
 from shopkit import errors
+from shopkit.clients import client_bucket
 from shopkit.health import live
 from shopkit.identity import Identity, Role
 from shopkit.metrics import ROUTE_LABEL_KEY
 from shopkit.openapi import documented
 from shopkit.operator import serve_metrics
+from shopkit.tuning import UPSTREAM_DNS_CACHE_SECONDS
 from shopkit.web import (
     MAX_BODY_BYTES,
     ApiModel,
     base_middlewares,
-    client_bucket,
     component_app,
     dumps,
     request_id,
@@ -160,7 +161,7 @@ async def _http_clients(app: web.Application) -> AsyncIterator[None]:
 def _client(connections: int, settings: GatewaySettings) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(
         limit=connections, keepalive_timeout=settings.upstream_keepalive_seconds,
-        ttl_dns_cache=60,
+        ttl_dns_cache=UPSTREAM_DNS_CACHE_SECONDS,
     )
     # Bodies pass through as the service encoded them; the gateway never re-encodes.
     return aiohttp.ClientSession(

@@ -36,7 +36,7 @@ class ClientShares:
 
     @contextlib.contextmanager
     def turn(self, bucket: str) -> Iterator[Turn]:
-        """`bucket`: the client's address as shopkit.web.client_bucket groups it."""
+        """`bucket`: the client's address as shopkit.clients.client_bucket groups it."""
         held = self._in_flight.get(bucket, 0)
         if held >= self._share:
             raise errors.TooManyRequests(

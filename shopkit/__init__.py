@@ -2,7 +2,8 @@
 
 The service's shape: app (the app factory every service is made by), settings (environment),
 errors (the JSON envelope), web (middlewares, JSON in and out, request models), identity (the
-gateway-signed caller), pagination, openapi, health, tasks (background loops).
+gateway-signed caller), clients (who a client is, to per-client limits), pagination, openapi,
+health, tasks (background loops).
 The database: db (the pool), tuning (every performance setting), migrations, bootstrap, and
 sqljson (JSON shapes written in SQL).
 Events: events (the contract's types and owners), outbox (written with the change, published by

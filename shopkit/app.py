@@ -5,6 +5,7 @@ A service's app factory calls `service_app` and adds its own routes and backgrou
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from typing import TypeVar
 from uuid import UUID
 
 from aiohttp import web
@@ -31,6 +32,15 @@ from shopkit.tasks import background, finish_or_cancel, periodic
 from shopkit.web import Handler, base_middlewares, component_app, ok, read_body
 
 SETTINGS_KEY = web.AppKey("settings", ServiceSettings)
+S = TypeVar("S", bound=ServiceSettings)
+
+
+def settings_of(app: web.Application, kind: type[S]) -> S:
+    """The app's settings, as the service's own class of them."""
+    settings = app[SETTINGS_KEY]
+    if not isinstance(settings, kind):
+        raise TypeError(f"the app's settings are {type(settings).__name__}, not {kind.__name__}")
+    return settings
 POOL_KEY = web.AppKey("pool", db.Pool)
 BROKER_KEY = web.AppKey("broker", Broker)
 CONSUMERS_KEY = web.AppKey("consumers", list)
@@ -136,8 +146,8 @@ def _outbox_relay(schema: str) -> list[Callable[[web.Application], AsyncIterator
     It is cancelled only if that pass outlasts RELAY_FINISH_SECONDS (the broker stopped
     answering); its batch then rolls back and stays pending for the next relay, whether it
     went out or not (at least once). Not earlier: publishes cancelled while they await their
-    confirms left the broker connection unable to close for 2 s (aio-pika's reader blocked on
-    the closing channel's full frame queue), and their batch would be sent twice."""
+    confirms left the broker connection unable to close for a while (aio-pika's reader blocked
+    on the closing channel's full frame queue), and their batch would be sent twice."""
 
     async def run_relay(app: web.Application) -> AsyncIterator[None]:
         relay = OutboxRelay(app[POOL_KEY], app[BROKER_KEY], app[SETTINGS_KEY])

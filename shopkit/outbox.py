@@ -100,7 +100,8 @@ async def add_event(
     event_written(conn)
 
 
-# The connections, as lent, whose user wrote an outbox row since they were lent.
+# The connections, as lent, whose user wrote an outbox row since they were lent. (A connection
+# of no pool, a command-line tool's, stays here: such a process writes a few and exits.)
 _WROTE: set[asyncpg.Connection] = set()
 
 

@@ -58,27 +58,27 @@ class Page:
     limit: int
     after: list[Any] | None  # the sort key of the last item already seen
 
-    def after_key(
-        self, *parse: Callable[[Any], Any], first: tuple[Any, ...]
-    ) -> tuple[Any, ...]:
+    def after_key(self, ordering: "Ordering") -> tuple[Any, ...]:
         """The cursor's key, each part parsed for the query (a tampered cursor is a 422); on
-        the first page, `first` (NEWEST, NEWEST_BY_SEQUENCE or FROM_THE_START)."""
+        the first page, the ordering's `first`."""
         if self.after is None:
-            return first
-        if len(self.after) != len(parse):
+            return ordering.first
+        if len(self.after) != len(ordering.parts):
             raise _bad("cursor", "is not a cursor this API gave out")
         try:
-            return tuple(convert(part) for convert, part in zip(parse, self.after, strict=True))
+            return tuple(
+                parse(part) for parse, part in zip(ordering.parts, self.after, strict=True)
+            )
         except (TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise _bad("cursor", "is not a cursor this API gave out") from exc
 
-    def answer(self, rows: Sequence[Any], key: Callable[[Any], list[Any]], item: Callable) -> dict:
+    def answer(self, rows: Sequence[Any], ordering: "Ordering", item: Callable) -> dict:
         """`rows` were fetched with `limit + 1`: the extra row only says another page exists."""
         shown = rows[: self.limit]
         more = len(rows) > self.limit
         return {
             "items": [item(row) for row in shown],
-            "nextCursor": encode_cursor(key(shown[-1])) if more and shown else None,
+            "nextCursor": encode_cursor(ordering.key(shown[-1])) if more and shown else None,
         }
 
 
@@ -112,8 +112,28 @@ def cursor_text(part: Any) -> str:
     return part
 
 
+@dataclass(frozen=True)
+class Ordering:
+    """How a list is paged: the columns of its sort key (unique per row), how each part of a
+    cursor is parsed back, and the key the first page starts after."""
+
+    columns: tuple[str, ...]
+    parts: tuple[Callable[[Any], Any], ...]
+    first: tuple[Any, ...]
+
+    def key(self, row: Any) -> list[Any]:
+        return [row[column] for column in self.columns]
+
+
+NEWEST_FIRST = Ordering(("created_at", "id"), (cursor_time, cursor_uuid), NEWEST)
+NEWEST_FIRST_BY_SEQUENCE = Ordering(
+    ("created_at", "seq"), (cursor_time, cursor_int), NEWEST_BY_SEQUENCE
+)
+
+
 def encode_cursor(key: list[Any]) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps(key)).decode().rstrip("=")
+    # default=str: asyncpg's UUIDs are a class of their own, which orjson does not know.
+    return base64.urlsafe_b64encode(orjson.dumps(key, default=str)).decode().rstrip("=")
 
 
 def _cursor(raw: str | None) -> list[Any] | None:

@@ -28,6 +28,11 @@ POSTGRES_SESSION = {
 POOL_MAX_QUERIES = 50_000
 POOL_IDLE_SECONDS = 300.0
 
+# How long the gateway keeps a service's resolved address: the pooled connections stay open
+# across it, so only new connections resolve again, and a moved service is found at most this
+# long after it moved.
+UPSTREAM_DNS_CACHE_SECONDS = 60
+
 # Objects allocated, less those freed, before the cyclic collector looks at the young ones.
 YOUNG_GENERATION = 10_000
 

@@ -1,7 +1,6 @@
 """HTTP plumbing shared by every component: request ids, the error envelope, JSON in and out."""
 
 import asyncio
-import ipaddress
 import logging
 import re
 import time
@@ -63,22 +62,6 @@ def sane_request_id(candidate: str | None) -> str:
     if candidate and _SANE_REQUEST_ID.match(candidate):
         return candidate
     return uuid.uuid4().hex
-
-
-def client_bucket(address: str) -> str:
-    """What per-client limits count by: an IPv4 address, or the /64 an IPv6 address is in (one
-    host commonly holds a whole /64, so counting by address would give it limits without end)."""
-    if ":" not in address:  # IPv4 as the server gives it (or no address at all)
-        return address
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return address
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((ip, 64), strict=False))
-    return str(ip)
 
 
 def request_id(request: web.Request) -> str:

@@ -11,7 +11,7 @@ from services.auth.passwords import Passwords
 from services.auth.routes import CHECK_PATH, PASSWORDS_KEY, front_proxy_routes, routes
 from services.auth.settings import AuthSettings
 from shopkit import tuning
-from shopkit.app import POOL_KEY, SETTINGS_KEY, service_app
+from shopkit.app import POOL_KEY, SETTINGS_KEY, service_app, settings_of
 from shopkit.migrations import service_migrations
 from shopkit.tasks import periodic
 
@@ -23,7 +23,7 @@ SWEEP_LOCK = "auth:session-sweep"
 
 
 async def sweep_expired_sessions(app: web.Application) -> int | None:
-    settings: AuthSettings = app[SETTINGS_KEY]  # type: ignore[assignment]
+    settings = settings_of(app, AuthSettings)
     async with app[POOL_KEY].acquire() as conn:
         deleted = await queries.delete_expired(conn, SWEEP_LOCK, settings.session_idle_seconds)
     if deleted:

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
 
+from shopkit.clients import client_bucket
 from shopkit.events import SESSION_REVOKED, Event
-from shopkit.web import client_bucket
 
 SOURCE = "auth"
 TOKEN_BYTES = 32  # 256 bits from the OS CSPRNG
@@ -40,7 +40,7 @@ def sessions_revoked(user_id: UUID, session_ids: Sequence[UUID]) -> Event:
 
 
 def address_key(address: str) -> str:
-    """Failed sign-ins are counted per client as shopkit.web.client_bucket groups addresses."""
+    """Failed sign-ins are counted per client as shopkit.clients.client_bucket groups addresses."""
     return f"address:{client_bucket(address)}"
 
 
@@ -55,13 +55,15 @@ class LockoutPolicy:
     step: timedelta
     cap: timedelta
 
+    def locks(self, failures: int) -> bool:
+        return failures > self.max_failures
+
     def locked_until(self, failures: int, now: datetime) -> datetime | None:
         """Past the limit each further failure adds a step, so guessing slows down steadily
         while one stray typo never locks anybody out."""
-        over = failures - self.max_failures
-        if over <= 0:
+        if not self.locks(failures):
             return None
-        return now + min(self.step * over, self.cap)
+        return now + min(self.step * (failures - self.max_failures), self.cap)
 
     def window_expired(self, window_started_at: datetime, now: datetime) -> bool:
         return now - window_started_at > self.window
@@ -94,6 +96,13 @@ class AttemptCounter:
             failures, started = self.failures + 1, self.window_started_at
         return AttemptCounter(self.key, failures, started, policy.locked_until(failures, now))
 
+    def given_back(self, policy: LockoutPolicy) -> "AttemptCounter":
+        """The attempt counted before the password was checked, given back: the lock it set
+        (if it was the one that passed the limit) goes with it; one set earlier stays."""
+        failures = max(self.failures - 1, 0)
+        locked_until = self.locked_until if policy.locks(failures) else None
+        return AttemptCounter(self.key, failures, self.window_started_at, locked_until)
+
 
 @dataclass(frozen=True)
 class SignInCounters:
@@ -122,6 +131,18 @@ class SignInPolicies:
     account: LockoutPolicy
     pair: LockoutPolicy
     address: LockoutPolicy
+
+    def giving_back(
+        self, counters: SignInCounters, success: bool
+    ) -> tuple[dict[str, LockoutPolicy], str | None]:
+        """What an attempt given back changes: the counters that get it back, with their
+        policies, and the one that starts afresh (None if none). A success gives back the
+        account's and the address's attempt, and the account starts afresh from this address;
+        an attempt that was never made (no turn to hash) gives back all three."""
+        given_back = {counters.account.key: self.account, counters.address.key: self.address}
+        if success:
+            return given_back, counters.pair.key
+        return {**given_back, counters.pair.key: self.pair}, None
 
     def count_attempt(self, counters: SignInCounters) -> list[AttemptCounter]:
         """Every counter with this attempt counted as failed (a success gives it back)."""

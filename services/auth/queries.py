@@ -207,7 +207,7 @@ async def lock_attempt_counters(
 
     One statement: the upsert locks each row (a concurrent attempt's lock waited out) and
     returns it at its latest, so a counter deleted meanwhile is simply made again. Rows are
-    taken in key order, as give_back_attempt takes them, so two sign-ins never deadlock; the
+    taken in key order, as locked_counters takes them, so two sign-ins never deadlock; the
     row locks serialise concurrent attempts on one key across every instance. The keys naming
     the account are built by Postgres' own lower(), the one the account lookup uses, so no
     spelling of an email (Unicode case variants included) reaches the account uncounted.
@@ -246,28 +246,21 @@ async def save_attempt_counters(
     )
 
 
-async def give_back_attempt(
-    conn: asyncpg.Connection, given_back: Sequence[tuple[str, int]], forget: str | None = None
-) -> None:
-    """Each (key, limit) of `given_back` gets back the attempt it spent (and loses the lock
-    that attempt set, if it was the one that passed the limit); the `forget` key starts
-    afresh. Run in a transaction: the rows are locked first, in key order, as
-    lock_attempt_counters locks them."""
-    keys = sorted([key for key, _ in given_back] + ([forget] if forget else []))
-    await conn.execute(
-        "SELECT FROM login_attempts WHERE key = ANY($1::text[]) ORDER BY key FOR UPDATE", keys
-    )
-    if forget:
-        await conn.execute("DELETE FROM login_attempts WHERE key = $1", forget)
-    await conn.executemany(
+async def locked_counters(conn: asyncpg.Connection, keys: Sequence[str]) -> list[AttemptCounter]:
+    """Locks the counters of `keys` for this transaction and reads them as they are now. Rows
+    are taken in key order, as lock_attempt_counters takes them."""
+    rows = await conn.fetch(
         """
-        UPDATE login_attempts
-        SET failures = greatest(failures - 1, 0),
-            locked_until = CASE WHEN failures - 1 <= $2 THEN NULL ELSE locked_until END
-        WHERE key = $1
+        SELECT key, failures, window_started_at, locked_until FROM login_attempts
+        WHERE key = ANY($1::text[]) ORDER BY key FOR UPDATE
         """,
-        given_back,
+        sorted(keys),
     )
+    return [AttemptCounter(*row) for row in rows]
+
+
+async def forget_counter(conn: asyncpg.Connection, key: str) -> None:
+    await conn.execute("DELETE FROM login_attempts WHERE key = $1", key)
 
 
 async def give_back_hit(conn: Conn, key: str) -> None:

@@ -15,11 +15,11 @@ from services.auth import domain, queries
 from services.auth.passwords import HashingBusy, Passwords
 from services.auth.settings import AuthSettings
 from shopkit import db, errors
-from shopkit.app import POOL_KEY, SETTINGS_KEY, identity, identity_key, require_user
+from shopkit.app import POOL_KEY, identity, identity_key, require_user, settings_of
 from shopkit.identity import IDENTITY_HEADER, Identity, IdentityKey, Role, sign_identity
 from shopkit.openapi import Access, documented
 from shopkit.outbox import add_event
-from shopkit.pagination import NEWEST, PageOf, PageQuery, cursor_time, cursor_uuid
+from shopkit.pagination import NEWEST_FIRST, PageOf, PageQuery
 from shopkit.web import ApiModel, from_row, ok, path_id, read_model, read_query, request_id
 
 log = logging.getLogger("services.auth")
@@ -91,11 +91,6 @@ def _user(row: asyncpg.Record) -> User:
     return from_row(User, row)
 
 
-def _settings(request: web.Request) -> AuthSettings:
-    settings: AuthSettings = request.app[SETTINGS_KEY]  # type: ignore[assignment]
-    return settings
-
-
 def _client_address(request: web.Request) -> str:
     return identity(request).client_address or "unknown"
 
@@ -106,7 +101,7 @@ def _client_address(request: web.Request) -> str:
                     429: "Too many registrations from this address (`too_many_requests`)."})
 async def register(request: web.Request) -> web.Response:
     body = await read_model(request, RegisterRequest)
-    settings = _settings(request)
+    settings = settings_of(request.app, AuthSettings)
     pool = request.app[POOL_KEY]
     window = domain.registration_key(_client_address(request))
     async with pool.acquire() as conn:
@@ -158,7 +153,7 @@ async def admin_login(request: web.Request) -> web.Response:
 async def _sign_in(request: web.Request, session_role: Role) -> web.Response:
     """Opens a session with `session_role`'s rights: USER for anyone, ADMIN for admins only."""
     body = await read_model(request, LoginRequest)
-    settings = _settings(request)
+    settings = settings_of(request.app, AuthSettings)
     pool = request.app[POOL_KEY]
     counters = await _count_attempt(pool, settings, body.email, _client_address(request))
     async with pool.acquire() as conn:
@@ -204,14 +199,15 @@ async def _give_back(
     conn: asyncpg.Connection, settings: AuthSettings, counters: domain.SignInCounters,
     success: bool,
 ) -> None:
-    """The attempt counted before the password was checked is given back: it succeeded (and
-    the account starts afresh from this address), or it was never made (no turn to hash)."""
-    await queries.give_back_attempt(conn, [
-        (counters.account.key, settings.login_max_failures_per_account),
-        (counters.address.key, settings.login_max_failures_per_address),
-        *([] if success else [(counters.pair.key,
-                               settings.login_max_failures_per_account_and_address)]),
-    ], forget=counters.pair.key if success else None)
+    """The attempt counted before the password was checked is given back (SignInPolicies.
+    giving_back says how). Run in a transaction: the counters are locked first."""
+    given_back, forget = _policies(settings).giving_back(counters, success)
+    current = await queries.locked_counters(conn, [*given_back, *([forget] if forget else [])])
+    if forget:
+        await queries.forget_counter(conn, forget)
+    await queries.save_attempt_counters(
+        conn, [c.given_back(given_back[c.key]) for c in current if c.key in given_back]
+    )
 
 
 @contextlib.asynccontextmanager
@@ -227,7 +223,7 @@ async def _hashing_turn(
             yield
     except HashingBusy:
         async with request.app[POOL_KEY].acquire() as conn, conn.transaction():
-            await _give_back(conn, _settings(request), counters, success=False)
+            await _give_back(conn, settings_of(request.app, AuthSettings), counters, success=False)
         raise
 
 
@@ -263,7 +259,7 @@ async def change_password(request: web.Request) -> web.Response:
     caller = require_user(request)
     assert caller.user_id and caller.session_id
     body = await read_model(request, PasswordChange)
-    settings = _settings(request)
+    settings = settings_of(request.app, AuthSettings)
     pool = request.app[POOL_KEY]
     passwords = request.app[PASSWORDS_KEY]
     async with pool.acquire() as conn:
@@ -325,16 +321,17 @@ async def me(request: web.Request) -> web.Response:
 async def list_sessions(request: web.Request) -> web.Response:
     caller = require_user(request)
     page = read_query(request, PageQuery).page()
-    after = page.after_key(cursor_time, cursor_uuid, first=NEWEST)
+    after = page.after_key(NEWEST_FIRST)
     async with request.app[POOL_KEY].acquire() as conn:
         rows = await queries.live_sessions(
-            conn, caller.user_id, _settings(request).session_idle_seconds, after, page.limit + 1
+            conn, caller.user_id, settings_of(request.app, AuthSettings).session_idle_seconds,
+            after, page.limit + 1,
         )
 
     def view(r: asyncpg.Record) -> Session:
         return from_row(Session, r, current=r["id"] == caller.session_id)
 
-    return ok(page.answer(rows, lambda r: [r["created_at"].isoformat(), str(r["id"])], view))
+    return ok(page.answer(rows, NEWEST_FIRST, view))
 
 
 @routes.delete("/api/users/sessions/{session_id}")
@@ -370,7 +367,7 @@ async def _live_session(request: web.Request, token: str) -> asyncpg.Record:
     """The token's session; 401 when there is none, or no longer (an ended one is deleted)."""
     if not domain.looks_like_token(token):
         raise errors.Unauthorized()
-    settings = _settings(request)
+    settings = settings_of(request.app, AuthSettings)
     async with request.app[POOL_KEY].acquire() as conn:
         session = await queries.live_session_by_token(
             conn, domain.token_hash(token), settings.session_idle_seconds,
@@ -408,7 +405,7 @@ async def check_for_front_proxy(request: web.Request) -> web.Response:
 
 
 def _front_proxy_key(request: web.Request, service: str) -> IdentityKey:
-    settings = _settings(request)
+    settings = settings_of(request.app, AuthSettings)
     if service == "auth":
         return identity_key("auth", settings)
     secret = settings.front_proxy_secrets.get(service)

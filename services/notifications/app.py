@@ -11,7 +11,7 @@ from services.notifications.handlers import SUBSCRIPTION
 from services.notifications.hub import Hub
 from services.notifications.routes import HUB_KEY, routes
 from services.notifications.settings import NotificationsSettings
-from shopkit.app import POOL_KEY, SETTINGS_KEY, service_app
+from shopkit.app import POOL_KEY, service_app, settings_of
 from shopkit.db import DATABASE_ERRORS
 from shopkit.metrics import SSE_CONNECTIONS, add_refreshers
 from shopkit.migrations import service_migrations
@@ -23,13 +23,9 @@ MIGRATIONS = service_migrations(NAME, Path(__file__).parent / "migrations")
 RENEWALS_PER_LEASE = 3
 
 
-def _settings(app: web.Application) -> NotificationsSettings:
-    settings: NotificationsSettings = app[SETTINGS_KEY]  # type: ignore[assignment]
-    return settings
-
-
 async def _hub(app: web.Application) -> AsyncIterator[None]:
-    app[HUB_KEY] = Hub(app[SETTINGS_KEY], _settings(app).max_streams_per_instance)
+    settings = settings_of(app, NotificationsSettings)
+    app[HUB_KEY] = Hub(settings, settings.max_streams_per_instance)
     add_refreshers(app, _stream_gauge)
     yield
     # Its streams are gone with it; if the database cannot be told, their leases run out.
@@ -51,7 +47,8 @@ async def renew_leases(app: web.Application) -> None:
     hub = app[HUB_KEY]
     async with app[POOL_KEY].acquire() as conn:
         await queries.renew_streams(
-            conn, hub.instance_id, hub.stream_ids, _settings(app).stream_lease_seconds
+            conn, hub.instance_id, hub.stream_ids,
+            settings_of(app, NotificationsSettings).stream_lease_seconds,
         )
 
 

@@ -16,10 +16,10 @@ from services.notifications.hub import Hub, Stream
 from services.notifications.settings import NotificationsSettings
 from services.notifications.views import Notification, notification_view
 from shopkit import db, errors
-from shopkit.app import POOL_KEY, SETTINGS_KEY, require_user
+from shopkit.app import POOL_KEY, require_user, settings_of
 from shopkit.db import DATABASE_ERRORS
 from shopkit.openapi import Access, documented
-from shopkit.pagination import NEWEST, PageQuery, cursor_time, cursor_uuid
+from shopkit.pagination import NEWEST_FIRST, PageQuery
 from shopkit.web import ApiModel, ok, path_id, read_headers, read_query
 
 routes = web.RouteTableDef()
@@ -58,13 +58,11 @@ async def list_notifications(request: web.Request) -> web.Response:
     caller = require_user(request)
     query = read_query(request, NotificationQuery)
     page = query.page()
-    after = page.after_key(cursor_time, cursor_uuid, first=NEWEST)
+    after = page.after_key(NEWEST_FIRST)
     async with request.app[POOL_KEY].acquire() as conn:
         rows = await queries.page(conn, caller.user_id, query.unread, after, page.limit + 1)
         unread = await queries.unread_count(conn, caller.user_id)
-    listing = page.answer(
-        rows, lambda r: [r["created_at"].isoformat(), str(r["id"])], notification_view
-    )
+    listing = page.answer(rows, NEWEST_FIRST, notification_view)
     return ok(NotificationPage(unread_count=unread, **listing))
 
 
@@ -112,7 +110,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     caller = require_user(request)
     assert caller.user_id
     resume_after = read_headers(request, StreamHeaders).last_event_id
-    settings: NotificationsSettings = request.app[SETTINGS_KEY]  # type: ignore[assignment]
+    settings = settings_of(request.app, NotificationsSettings)
     hub = request.app[HUB_KEY]
     pool = request.app[POOL_KEY]
     # Subscribed before anything is read or sent: whatever is created from now on reaches it,

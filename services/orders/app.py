@@ -8,7 +8,7 @@ from aiohttp import web
 from services.orders.orders.expiry import expire_overdue_orders
 from services.orders.routes import routes
 from services.orders.settings import OrdersSettings
-from shopkit.app import POOL_KEY, SETTINGS_KEY, service_app
+from shopkit.app import POOL_KEY, service_app, settings_of
 from shopkit.migrations import service_migrations
 from shopkit.tasks import periodic
 
@@ -16,8 +16,10 @@ log = logging.getLogger("services.orders")
 
 NAME = "orders"
 MIGRATIONS = service_migrations(NAME, Path(__file__).parent / "migrations")
+
+
 async def expire_orders(app: web.Application) -> None:
-    settings: OrdersSettings = app[SETTINGS_KEY]  # type: ignore[assignment]
+    settings = settings_of(app, OrdersSettings)
     expired = await expire_overdue_orders(app[POOL_KEY], settings.placed_order_ttl_seconds)
     if expired:
         log.info("placed orders expired", extra={"cancelled": expired})

@@ -272,7 +272,7 @@ async def test_a_relay_stopped_mid_pass_finishes_the_pass_and_marks_its_rows(
 async def test_a_relays_claim_reads_one_batch_however_long_the_backlog(scratch: Scratch) -> None:
     """The claim's cost must not grow with the backlog. Its statistics were taken when nothing
     was pending (as they mostly are in a queue), and its plan is made once and kept: a claim
-    that compared every pending row with every claimed one read 200,000 buffers here."""
+    that compared every pending row with every claimed one read the whole backlog for each."""
     await scratch.execute(
         """
         INSERT INTO outbox (event_id, event_type, aggregate_id, body, published_at)

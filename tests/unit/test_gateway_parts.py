@@ -9,7 +9,7 @@ from multidict import CIMultiDict
 
 from gateway.recent import Recent
 from gateway.upstream import client_address
-from shopkit.web import client_bucket
+from shopkit.clients import client_bucket
 
 
 def _request(*forwarded: str) -> object:

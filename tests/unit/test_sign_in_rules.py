@@ -80,3 +80,26 @@ def test_an_attempt_counts_against_the_account_the_pair_and_the_address() -> Non
     account, pair, address = counted
     assert pair.locked_until is not None, "the pair's limit is the low one"
     assert account.locked_until is None and address.locked_until is None
+
+
+def test_an_attempt_given_back_takes_the_lock_it_set_with_it_but_not_an_earlier_one() -> None:
+    passed_the_limit = _count(4)
+    assert passed_the_limit.given_back(POLICY).locked_until is None
+    assert passed_the_limit.given_back(POLICY).failures == 3
+    locked_before = _count(5)
+    assert locked_before.given_back(POLICY).locked_until == locked_before.locked_until
+    assert AttemptCounter("k", 0, T0, None).given_back(POLICY).failures == 0
+
+
+def test_a_success_gives_back_account_and_address_and_forgets_the_pair() -> None:
+    policies = SignInPolicies(account=POLICY, pair=POLICY, address=POLICY)
+    counters = SignInCounters(
+        account=AttemptCounter("account:x", 1, T0, None),
+        pair=AttemptCounter("pair:x", 1, T0, None),
+        address=AttemptCounter("address:x", 1, T0, None),
+        now=T0,
+    )
+    given_back, forget = policies.giving_back(counters, success=True)
+    assert (sorted(given_back), forget) == (["account:x", "address:x"], "pair:x")
+    given_back, forget = policies.giving_back(counters, success=False)
+    assert (sorted(given_back), forget) == (["account:x", "address:x", "pair:x"], None)

@@ -14,11 +14,9 @@ from shopkit import errors
 from shopkit.app import POOL_KEY, require_user
 from shopkit.openapi import Access, documented
 from shopkit.pagination import (
-    NEWEST_BY_SEQUENCE,
+    NEWEST_FIRST_BY_SEQUENCE,
     PageOf,
     PageQuery,
-    cursor_int,
-    cursor_time,
 )
 from shopkit.web import ApiModel, from_row, ok, path_id, read_model, read_query
 
@@ -86,14 +84,14 @@ async def _lock_own(conn: Connection, user_id: uuid.UUID, address_id: uuid.UUID)
 
 
 @routes.get("/api/addresses")
-@documented("Your addresses, oldest first", Access.USER, answer=PageOf[Address], query=PageQuery)
+@documented("Your addresses, newest first", Access.USER, answer=PageOf[Address], query=PageQuery)
 async def list_addresses(request: web.Request) -> web.Response:
     caller = require_user(request)
     page = read_query(request, PageQuery).page()
-    after = page.after_key(cursor_time, cursor_int, first=NEWEST_BY_SEQUENCE)
+    after = page.after_key(NEWEST_FIRST_BY_SEQUENCE)
     async with request.app[POOL_KEY].acquire() as conn:
         rows = await queries.list_addresses(conn, caller.user_id, after, page.limit + 1)
-    return ok(page.answer(rows, lambda r: [r["created_at"].isoformat(), r["seq"]], address_view))
+    return ok(page.answer(rows, NEWEST_FIRST_BY_SEQUENCE, address_view))
 
 
 @routes.post("/api/addresses")

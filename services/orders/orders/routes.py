@@ -16,15 +16,19 @@ from services.orders.orders import domain, queries
 from services.orders.orders.domain import OrderStatus
 from services.orders.settings import OrdersSettings
 from shopkit import errors
-from shopkit.app import POOL_KEY, SETTINGS_KEY, ensure_visible, require_admin, require_user
+from shopkit.app import (
+    POOL_KEY,
+    ensure_visible,
+    require_admin,
+    require_user,
+    settings_of,
+)
 from shopkit.identity import Identity, Role
 from shopkit.openapi import Access, documented
 from shopkit.pagination import (
-    NEWEST,
+    NEWEST_FIRST,
     PageOf,
     PageQuery,
-    cursor_time,
-    cursor_uuid,
 )
 from shopkit.web import (
     ApiModel,
@@ -145,13 +149,12 @@ async def _order_page(
     request: web.Request, user_id: uuid.UUID | None, query: OrderQuery
 ) -> web.Response:
     page = query.page()
-    after = page.after_key(cursor_time, cursor_uuid, first=NEWEST)
+    after = page.after_key(NEWEST_FIRST)
     async with request.app[POOL_KEY].acquire() as conn:
         rows = await queries.list_orders(conn, user_id, query.status, after, page.limit + 1)
         views = {v.id: v for v in await order_views(conn, rows[: page.limit])}
     return ok(
-        page.answer(rows, lambda r: [r["created_at"].isoformat(), str(r["id"])],
-                    lambda r: views[r["id"]])
+        page.answer(rows, NEWEST_FIRST, lambda r: views[r["id"]])
     )
 
 
@@ -203,16 +206,11 @@ async def place_order(request: web.Request) -> web.Response:
         idempotency_key=read_headers(request, PlacementHeaders).idempotency_key,
         # The request as understood (unknown fields dropped), whatever its spelling.
         fingerprint=domain.fingerprint(body.model_dump(mode="json")),
-        max_open=_settings(request).max_open_orders_per_user,
+        max_open=settings_of(request.app, OrdersSettings).max_open_orders_per_user,
     )
     async with request.app[POOL_KEY].acquire() as conn:
         order = await _place(conn, placement, request_id(request))
     return ok(order, status=201)
-
-
-def _settings(request: web.Request) -> OrdersSettings:
-    settings: OrdersSettings = request.app[SETTINGS_KEY]  # type: ignore[assignment]
-    return settings
 
 
 async def _place(conn: asyncpg.Connection, placement: domain.Placement, rid: str) -> Order:

@@ -13,10 +13,11 @@ from services.orders.products.domain import MAX_STOCK
 from shopkit import errors
 from shopkit.app import POOL_KEY, require_admin
 from shopkit.openapi import Access, documented
-from shopkit.pagination import FROM_THE_START, PageOf, PageQuery, cursor_text
+from shopkit.pagination import FROM_THE_START, Ordering, PageOf, PageQuery, cursor_text
 from shopkit.web import ApiModel, from_row, ok, path_id, read_model, read_query
 
 routes = web.RouteTableDef()
+BY_SKU = Ordering(("sku",), (cursor_text,), FROM_THE_START)
 
 Sku = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 ProductName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
@@ -62,10 +63,10 @@ def product_view(row: asyncpg.Record) -> Product:
 @documented("The catalogue, by SKU", Access.PUBLIC, answer=PageOf[Product], query=PageQuery)
 async def list_products(request: web.Request) -> web.Response:
     page = read_query(request, PageQuery).page()
-    after = page.after_key(cursor_text, first=FROM_THE_START)
+    after = page.after_key(BY_SKU)
     async with request.app[POOL_KEY].acquire() as conn:
         rows = await queries.list_products(conn, *after, page.limit + 1)
-    return ok(page.answer(rows, lambda r: [r["sku"]], product_view))
+    return ok(page.answer(rows, BY_SKU, product_view))
 
 
 @routes.get("/api/products/{product_id}")
