@@ -23,6 +23,7 @@ from aiohttp import web
 
 from gateway.tokens import TokenCache
 from shopkit.backoff import Backoff
+from shopkit.broker import connect_to_a_node
 from shopkit.broker_access import GATEWAY_QUEUE_PREFIX
 from shopkit.events import EXCHANGE, SESSION_REVOKED
 
@@ -47,7 +48,7 @@ async def listen(url: str, cache: TokenCache) -> None:
 
 async def _listen_once(url: str, cache: TokenCache) -> None:
     closed = asyncio.Event()
-    connection = await aio_pika.connect(url, timeout=5)
+    connection = await connect_to_a_node(url, "gateway revocations")
     connection.close_callbacks.add(lambda *_: _deafened(cache, closed))
     try:
         channel = await connection.channel()

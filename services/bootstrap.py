@@ -25,8 +25,8 @@ from shopkit.broker_access import (
     service_access,
     vhost_of,
 )
-from shopkit.consumer import declare_all
 from shopkit.logs import configure_logging
+from shopkit.topology import declare_all
 
 SUBSCRIPTIONS = [TRACKING_SUBSCRIPTION, NOTIFICATIONS_SUBSCRIPTION]
 SUBSCRIPTIONS_OF = {

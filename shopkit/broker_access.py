@@ -24,6 +24,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 import aiohttp
 
+from shopkit.broker import first_node
 from shopkit.events import EVENT_OWNERS, EXCHANGE, SESSION_REVOKED
 
 if TYPE_CHECKING:  # the gateway reads this module too, and never loads the consumer's driver
@@ -81,7 +82,7 @@ class BrokerUser:
 
     @classmethod
     def from_url(cls, url: str, access: BrokerAccess) -> "BrokerUser":
-        parts = urlsplit(url)
+        parts = urlsplit(first_node(url))
         if not parts.username or parts.password is None:
             raise ValueError("a component's RabbitMQ URL must name its user and password")
         return cls(unquote(parts.username), unquote(parts.password), access)
@@ -89,12 +90,13 @@ class BrokerUser:
 
 def vhost_of(url: str) -> str:
     """The virtual host an AMQP URL names (`/` when it names none)."""
-    return unquote(urlsplit(url).path[1:]) or "/"
+    return unquote(urlsplit(first_node(url)).path[1:]) or "/"
 
 
 def management_url_for(amqp_url: str) -> str:
-    """RabbitMQ's management API beside an AMQP URL: same host and credentials, its port."""
-    parts = urlsplit(amqp_url)
+    """RabbitMQ's management API beside an AMQP URL (its first node): same host and
+    credentials, its port."""
+    parts = urlsplit(first_node(amqp_url))
     credentials = f"{parts.username or 'guest'}:{parts.password or 'guest'}@"
     return f"http://{credentials}{parts.hostname or '127.0.0.1'}:{MANAGEMENT_PORT}"
 

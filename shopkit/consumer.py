@@ -1,15 +1,15 @@
 """Consuming events from `shop.events`: each event applied once, none lost, none looping.
 
-Each subscription has a durable queue `<service>.<purpose>` bound to `shop.events`, and beside it:
-- `<queue>.dlq`, bound to the `shop.dead-letter` exchange (also the queue's own dead-letter
-  exchange): where a message goes with the reason once it cannot be processed;
+Each subscription has a durable quorum queue `<service>.<purpose>` bound to `shop.events`, and
+beside it (shopkit.topology, declared by the bootstrap):
+- `<queue>.dlq`: where a message goes with the reason once it cannot be processed;
 - `<queue>.retry`, whose messages wait out a per-message TTL and are dead-lettered back into the
   queue: the retry with backoff, without holding a consumer slot while waiting;
 - `<queue>.requeue`, a direct exchange through which the consumer sends a message to its retry
   queue or its DLQ (routing keys RETRY and DEAD): its RabbitMQ user may write there, and to no
   other queue (the default exchange would reach every queue).
-All of it is declared by the bootstrap, with the broker's administrator; a consumer only checks
-that its queue and exchange are there, since its own user may not configure anything.
+A consumer only checks that its queue and exchange are there, since its own user may not
+configure anything. It connects to any node of the cluster, and to another when its node goes.
 
 An event is processed only when its `source` is the component that owns its type
 (shopkit.events.EVENT_OWNERS) and it came under its type's routing key (which only the owner
@@ -21,7 +21,8 @@ its row and changes nothing; a handler that is one self-deduplicating statement 
 (`EventHandler.deduplicates_itself`). A malformed message (bad JSON, unknown type, missing
 fields) goes to the DLQ at once; a handler failure is retried `consumer_max_retries` times, the
 delay doubling, then dead-lettered. A database that cannot serve (is_transient) is no fault of
-the message: it is put back after a pause without counting as an attempt. Several instances
+the message: it is kept and applied again once the database answers, without counting as an
+attempt (putting it back would spend one of the queue's deliveries). Several instances
 share each queue (competing consumers); the inbox and the handlers' own locks make the results
 the same. Handlers that can apply many events in one statement get them in batches
 (`EventHandler.apply_many`).
@@ -40,7 +41,6 @@ import aio_pika
 import asyncpg
 import orjson
 from aio_pika.abc import (
-    AbstractChannel,
     AbstractExchange,
     AbstractIncomingMessage,
     AbstractQueue,
@@ -50,6 +50,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
 
 from shopkit.backoff import Backoff
+from shopkit.broker import closed_event, connect_to_a_node
 from shopkit.db import Pool, is_transient
 from shopkit.events import EVENT_OWNERS, EXCHANGE, owner_of
 from shopkit.metrics import EVENTS_CONSUMED, EVENTS_DEAD_LETTERED, EVENTS_RETRIED
@@ -58,11 +59,14 @@ from shopkit.settings import ServiceSettings
 log = logging.getLogger("shopkit.consumer")
 CLOSE_TIMEOUT_SECONDS = 5.0
 
-DEAD_LETTER_EXCHANGE = "shop.dead-letter"
 # Routing keys of a subscription's requeue exchange.
 RETRY, DEAD = "retry", "dlq"
 RETRIES_HEADER = "x-retries"
 REASON_HEADER = "x-dead-letter-reason"
+
+
+class _Stopping(Exception):
+    """The consumer stops while an event waits for the database."""
 
 
 class Malformed(Exception):
@@ -222,51 +226,6 @@ def _routed_as(
     )
 
 
-async def declare_topology(channel: AbstractChannel, subscription: Subscription) -> None:
-    """Declares a subscription's queues, exchanges and bindings: the administrator's work."""
-    events = await channel.declare_exchange(EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
-    dead = await channel.declare_exchange(
-        DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
-    )
-    requeue = await channel.declare_exchange(
-        subscription.requeue_exchange, aio_pika.ExchangeType.DIRECT, durable=True
-    )
-    dlq = await channel.declare_queue(subscription.dead_letters, durable=True)
-    await dlq.bind(dead, routing_key=subscription.queue)
-    await dlq.bind(requeue, routing_key=DEAD)
-    retry = await channel.declare_queue(
-        subscription.retries,
-        durable=True,
-        arguments={
-            "x-dead-letter-exchange": "",  # the default exchange: straight back to the queue
-            "x-dead-letter-routing-key": subscription.queue,
-        },
-    )
-    await retry.bind(requeue, routing_key=RETRY)
-    queue = await channel.declare_queue(
-        subscription.queue,
-        durable=True,
-        arguments={
-            "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
-            "x-dead-letter-routing-key": subscription.queue,
-        },
-    )
-    for event_type in subscription.handlers:
-        await queue.bind(events, routing_key=event_type)
-
-
-async def declare_all(url: str, subscriptions: list[Subscription]) -> None:
-    """Declares every consumer's queues and bindings up front, at deployment: an event
-    published before its consumer first ran still has a queue to wait in."""
-    connection = await aio_pika.connect(url)
-    try:
-        channel = await connection.channel()
-        for subscription in subscriptions:
-            await declare_topology(channel, subscription)
-    finally:
-        await connection.close()
-
-
 class Consumer:
     def __init__(
         self, pool: Pool, settings: ServiceSettings, subscription: Subscription
@@ -299,9 +258,8 @@ class Consumer:
         return self._consuming and self._connection is not None and not self._connection.is_closed
 
     async def run(self) -> None:
-        """Consumes until cancelled. Setting up is retried as a whole until it succeeds (the
-        broker may be down, or bounce between connect and consume); after that aio-pika's
-        robust connection restores the channel and the consumer on its own."""
+        """Consumes until cancelled. A lost connection or channel (its node went, the broker
+        restarted) is made again from the start, to any node that answers."""
         backoff = Backoff()
         while True:
             try:
@@ -310,6 +268,8 @@ class Consumer:
                 log.warning("consumer not running: %s; retrying", type(exc).__name__,
                             extra={"queue": self.queue})
             finally:
+                if self._consuming:
+                    backoff.succeeded()  # it ran: the first pause again, not a longer one
                 await self._finish_in_flight()
                 await self._disconnect()
             await backoff.pause()
@@ -351,10 +311,8 @@ class Consumer:
             self._connection = None
 
     async def _consume(self) -> None:
-        self._connection = await aio_pika.connect_robust(
-            self._settings.rabbitmq_url.get_secret_value(),
-            timeout=5,
-            client_properties={"connection_name": f"{self.queue} consumer"},
+        self._connection = await connect_to_a_node(
+            self._settings.rabbitmq_url.get_secret_value(), f"{self.queue} consumer"
         )
         publishing = await self._connection.channel(publisher_confirms=True)
         # Both declared by the bootstrap; checked here, not declared (no configure right).
@@ -362,12 +320,14 @@ class Consumer:
         channel = await self._connection.channel()
         await channel.set_qos(prefetch_count=self._settings.consumer_prefetch)
         queue = await channel.get_queue(self.queue)
+        closed = closed_event(self._connection, publishing, channel)
         if not self._stopping:  # stopped while connecting: nothing to take any more
             self._consumer_tag = await queue.consume(self._on_message)
             self._queue = queue
             self._consuming = True
             log.info("consuming", extra={"queue": self.queue})
-        await asyncio.Future()  # until cancelled
+        await closed.wait()
+        raise ConnectionError("the connection to RabbitMQ, or one of its channels, closed")
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         if self._stopping:
@@ -387,20 +347,37 @@ class Consumer:
     async def _handle(self, message: AbstractIncomingMessage) -> None:
         try:
             event = parse(message, self._subscription)
-            await self._apply(event)
         except Malformed as exc:
             await self._dead_letter(message, str(exc))
+            return
+        try:
+            await self._apply_once_the_database_answers(event)
+        except _Stopping:
+            await message.nack(requeue=True)  # for an instance that goes on
         except Exception as exc:
-            if is_transient(exc):
-                # Not the message's fault: put it back after a pause, no attempt counted.
-                log.warning("database unavailable; message put back", extra={"queue": self.queue})
-                await asyncio.sleep(self._settings.consumer_retry_delay_seconds)
-                await message.nack(requeue=True)
-                return
             await self._retry_or_dead_letter(message, exc)
         else:
             await message.ack()
             EVENTS_CONSUMED.labels(self.queue).inc()
+
+    async def _apply_once_the_database_answers(self, event: IncomingEvent) -> None:
+        """Applies the event. While the database cannot serve (is_transient), the message is
+        no cause: it is kept, unacknowledged, and applied again after a pause, until the
+        database answers or this consumer stops."""
+        backoff = Backoff(first=self._settings.consumer_retry_delay_seconds)
+        while True:
+            try:
+                await self._apply(event)
+                return
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                if backoff.next_pause == self._settings.consumer_retry_delay_seconds:
+                    log.warning("database unavailable; event kept until it answers",
+                                extra={"queue": self.queue})
+            if self._stopping:
+                raise _Stopping()
+            await backoff.pause()
 
     async def _apply(self, event: IncomingEvent) -> None:
         handler = self._subscription.handlers[event.type]

@@ -5,10 +5,10 @@ RABBITMQ_URL only: the broker's administrator (only it may write into a queue by
 import asyncio
 import contextlib
 
-import aio_pika
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shopkit.broker import connect_to_a_node
 from shopkit.consumer import REASON_HEADER, RETRIES_HEADER, Subscription, copy_of
 
 
@@ -20,7 +20,7 @@ class BrokerSettings(BaseSettings):
 
 async def dead_letter_counts(url: str, queues: list[str]) -> dict[str, int]:
     """How many messages wait in each queue's DLQ."""
-    connection = await aio_pika.connect(url)
+    connection = await connect_to_a_node(url, "dlq tool")
     try:
         channel = await connection.channel()
         counts = {}
@@ -38,7 +38,7 @@ async def requeue_dead_letters(url: str, queue: str) -> int:
     Only as many as were there at the start: one that fails again comes back to the DLQ while
     this runs, and must not be moved round and round.
     """
-    connection = await aio_pika.connect(url)
+    connection = await connect_to_a_node(url, "dlq tool")
     moved = 0
     try:
         channel = await connection.channel(publisher_confirms=True)
@@ -47,7 +47,7 @@ async def requeue_dead_letters(url: str, queue: str) -> int:
         while moved < waiting and (message := await dlq.get(fail=False, no_ack=False)):
             headers = {
                 k: v for k, v in (message.headers or {}).items()
-                if k not in (RETRIES_HEADER, REASON_HEADER, "x-death")
+                if k not in (RETRIES_HEADER, REASON_HEADER, "x-death", "x-delivery-count")
             }
             await channel.default_exchange.publish(copy_of(message, headers), routing_key=queue)
             await message.ack()

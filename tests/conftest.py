@@ -54,23 +54,33 @@ def scratch_settings(settings_class: type[S], **overrides: Any) -> S:
     )
 
 
-def test_bootstrap_settings(password: str) -> BootstrapSettings:
-    """The bootstrap's settings for the test database, roles, vhost and broker users."""
-    host = with_database(ADMIN_DSN, TEST_DATABASE).split("@", 1)[1]
+def bootstrap_settings_for_tests(
+    password: str, database: str = TEST_DATABASE, roles: str = TEST_NAME
+) -> BootstrapSettings:
+    """The bootstrap's settings for the test database, roles, vhost and broker users; a
+    system of its own (a cluster test's) names another `database` and `roles` prefix."""
+    host = with_database(ADMIN_DSN, database).split("@", 1)[1]
     return BootstrapSettings(
         admin_database_url=ADMIN_DSN,
         rabbitmq_url=RABBITMQ_URL,
         **{
-            f"{name}_database_url": f"postgresql://{TEST_NAME}_{name}:{password}@{host}"
+            f"{name}_database_url": f"postgresql://{roles}_{name}:{password}@{host}"
             for name in ("auth", "orders", "tracking", "notifications")
         },
         **{f"{name}_rabbitmq_url": component_rabbitmq_url(name) for name in COMPONENTS},
     )
 
 
-def test_service_databases(password: str) -> list[ServiceDatabase]:
-    """The four services as bootstrap sees them, pointed at the test database and roles."""
-    return test_bootstrap_settings(password).services()
+async def fresh_databases(database: str, roles: str) -> dict[str, ServiceDatabase]:
+    """A database of its own, made afresh by the bootstrap, with roles of its own."""
+    conn = await asyncpg.connect(ADMIN_DSN)
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+    finally:
+        await conn.close()
+    services = bootstrap_settings_for_tests(secrets.token_urlsafe(16), database, roles).services()
+    await bootstrap(ADMIN_DSN, services)
+    return {service.schema: service for service in services}
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -78,19 +88,12 @@ async def rabbitmq_vhost() -> None:
     """A fresh vhost with every consumer queue declared and every component's user made, as
     the bootstrap does."""
     await fresh_vhost()
-    await set_up_broker(test_bootstrap_settings("unused"))
+    await set_up_broker(bootstrap_settings_for_tests("unused"))
 
 
 @pytest.fixture(scope="session")
-async def databases() -> AsyncIterator[dict[str, ServiceDatabase]]:
-    conn = await asyncpg.connect(ADMIN_DSN)
-    try:
-        await conn.execute(f"DROP DATABASE IF EXISTS {TEST_DATABASE} WITH (FORCE)")
-    finally:
-        await conn.close()
-    services = test_service_databases(secrets.token_urlsafe(16))
-    await bootstrap(ADMIN_DSN, services)
-    yield {service.schema: service for service in services}
+async def databases() -> dict[str, ServiceDatabase]:
+    return await fresh_databases(TEST_DATABASE, TEST_NAME)
 
 
 @pytest.fixture(scope="session")

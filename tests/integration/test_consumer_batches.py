@@ -20,8 +20,8 @@ from shopkit.consumer import (
     EventHandler,
     IncomingEvent,
     Subscription,
-    declare_all,
 )
+from shopkit.topology import declare_all
 from tests.conftest import scratch_settings
 from tests.events import publish_event, take_dead_letters
 from tests.harness import RABBITMQ_URL, eventually
