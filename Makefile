@@ -28,10 +28,15 @@ db: setup infra
 run: db
 	$(ENV) honcho start --env /dev/null --procfile Procfile
 
+# After the whole suite, the integration tests once more with every service behind a PgBouncer
+# in transaction pooling mode (tests/pgbouncer.py); the cluster tests start RabbitMQ nodes and
+# Postgres clusters of their own (tests/cluster_tests).
 test: setup infra
 	@$(ENV) scripts/ensure-compose-parser
+	@scripts/ensure-cluster-tools
 	$(ENV) ruff check .
 	$(ENV) python -m pytest $(PYTEST_ARGS)
+	SHOP_TEST_PGBOUNCER=1 $(ENV) python -m pytest -q tests/integration
 
 # make bench: the system as `make run` starts it, measured against nginx auth_request with wrk;
 # results in docs/benchmarks.md (BENCH_ARGS='--runs 5 --seconds 10' for longer runs).

@@ -11,6 +11,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import asyncpg
 
+from shopkit.db import SESSION
 from shopkit.migrations import MigrationSet, apply_migrations
 
 log = logging.getLogger("shopkit.bootstrap")
@@ -78,6 +79,12 @@ async def ensure_service(conn: asyncpg.Connection, service: ServiceDatabase) -> 
     await _execute_formatted(
         conn, "ALTER ROLE %I IN DATABASE %I SET search_path = %I", role, database, schema
     )
+    # The session a service's connections run with, kept by the role: through a pooler, which
+    # passes on no startup parameter but the login, these are what apply (shopkit.db.SESSION).
+    for name, value in SESSION.items():
+        await _execute_formatted(
+            conn, "ALTER ROLE %I IN DATABASE %I SET %I = %L", role, database, name, value
+        )
 
 
 async def bootstrap(admin_dsn: str, services: list[ServiceDatabase]) -> None:
@@ -103,8 +110,9 @@ async def bootstrap(admin_dsn: str, services: list[ServiceDatabase]) -> None:
 
 async def migrate(service: ServiceDatabase) -> list[str]:
     """Applies a service's migrations as the service's own role, as the service does at start."""
+    # No statement kept prepared: the service's URL may be a PgBouncer in transaction mode.
     conn = await asyncpg.connect(
-        service.dsn, server_settings={"search_path": service.schema}
+        service.dsn, server_settings={"search_path": service.schema}, statement_cache_size=0
     )
     try:
         return await apply_migrations(conn, service.schema, service.migrations)

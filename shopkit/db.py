@@ -5,6 +5,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import asyncpg
 import orjson
@@ -26,21 +27,30 @@ DATABASE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.ConnectionDoesNotExistError,
     # A statement sent just as the server ended the connection finds it in no state to send.
     asyncpg.exceptions.InternalClientError,
+    # A server that takes no writes (a standby: through a pooler, or before a failover ends).
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
 )
 
 
-def _connect_options(settings: ServiceSettings, schema: str) -> dict:
+# The session every service connection runs with, besides its schema as search_path. Sent at
+# connect, and stored on each service's role by the bootstrap (shopkit.bootstrap): a pooler
+# such as PgBouncer passes no such startup parameter on, and the role's own settings then apply.
+SESSION = {
+    # UTC for times Postgres writes as text itself (row_to_json), as asyncpg gives them.
+    "TimeZone": "UTC",
+    **tuning.POSTGRES_SESSION,
+}
+
+
+def _connect_options(
+    settings: ServiceSettings, schema: str, dsn: str | None = None
+) -> dict[str, Any]:
     return {
-        "dsn": settings.database_url.get_secret_value(),
+        "dsn": dsn or settings.database_url.get_secret_value(),
         "timeout": settings.db_connect_timeout_seconds,
         "command_timeout": settings.db_command_timeout_seconds,
-        "server_settings": {
-            "search_path": schema,
-            "application_name": schema,
-            # UTC for times Postgres writes as text itself (row_to_json), as asyncpg gives them.
-            "TimeZone": "UTC",
-            **tuning.POSTGRES_SESSION,
-        },
+        "statement_cache_size": settings.db_statement_cache_size,
+        "server_settings": {"search_path": schema, "application_name": schema, **SESSION},
     }
 
 
@@ -58,10 +68,12 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, asyncpg.PostgresError) and str(sqlstate)[:2] in _TRANSIENT_CLASSES
 
 
-async def connect(settings: ServiceSettings, schema: str) -> asyncpg.Connection:
+async def connect(
+    settings: ServiceSettings, schema: str, dsn: str | None = None
+) -> asyncpg.Connection:
     """One connection outside the pool (a listener's, a command's), speaking as pool
-    connections do."""
-    conn = await asyncpg.connect(**_connect_options(settings, schema))
+    connections do; to `dsn` if given (a listener's own, past a pooler)."""
+    conn = await asyncpg.connect(**_connect_options(settings, schema, dsn))
     await _json_codecs(conn)
     return conn
 

@@ -3,9 +3,9 @@
 A service's schema gets migrations from tracks: the kit's own (the outbox table every service
 has) and the service's. Within a track, files are named `NNN_description.sql` and applied in
 number order, each in its own transaction together with its row in `<schema>.schema_migrations`.
-The advisory lock makes instances that start at the same time take turns: the second one finds
-everything applied and does nothing. A file that changed after it was applied stops the start-up
-rather than leaving schema and code out of step.
+An advisory lock, taken by each migration's transaction, makes instances that start at the same
+time take turns: the second one finds everything applied and does nothing. A file that changed
+after it was applied stops the start-up rather than leaving schema and code out of step.
 """
 
 import hashlib
@@ -80,10 +80,16 @@ def load_migrations(migration_set: MigrationSet) -> list[Migration]:
 async def apply_migrations(
     conn: asyncpg.Connection, schema: str, sets: Sequence[MigrationSet]
 ) -> list[str]:
-    """Applies what is pending; returns the names applied (empty when up to date)."""
+    """Applies what is pending; returns the names applied (empty when up to date).
+
+    Each migration is a transaction of its own that takes the schema's advisory lock first and
+    then looks whether it is applied: an instance starting beside another waits for the
+    other's migration and then finds it done. Transaction-level locks hold through a pooler
+    in transaction mode, where a session's statements may each run on another server
+    connection."""
     migrations = [m for migration_set in sets for m in load_migrations(migration_set)]
-    await conn.execute("SELECT pg_advisory_lock(hashtext($1))", f"migrations:{schema}")
-    try:
+    async with conn.transaction():
+        await _lock(conn, schema)
         await conn.execute(
             """
             CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -96,32 +102,34 @@ async def apply_migrations(
             )
             """
         )
-        applied = {
-            (row["track"], row["version"]): row["checksum"]
-            for row in await conn.fetch("SELECT track, version, checksum FROM schema_migrations")
-        }
-        done = []
-        for migration in migrations:
-            key = (migration.track, migration.version)
-            if key in applied:
-                if applied[key] != migration.checksum:
+    done = []
+    for migration in migrations:
+        async with conn.transaction():
+            await _lock(conn, schema)
+            applied = await conn.fetchval(
+                "SELECT checksum FROM schema_migrations WHERE track = $1 AND version = $2",
+                migration.track, migration.version,
+            )
+            if applied is not None:
+                if applied != migration.checksum:
                     raise MigrationError(f"{migration.name} changed after it was applied")
                 continue
-            async with conn.transaction():
-                if migration.has_statements:
-                    await conn.execute(migration.sql)
-                await conn.execute(
-                    """
-                    INSERT INTO schema_migrations (track, version, name, checksum)
-                    VALUES ($1, $2, $3, $4)
-                    """,
-                    migration.track,
-                    migration.version,
-                    migration.name,
-                    migration.checksum,
-                )
-            log.info("applied migration", extra={"schema": schema, "migration": migration.name})
-            done.append(f"{migration.track}/{migration.name}")
-        return done
-    finally:
-        await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", f"migrations:{schema}")
+            if migration.has_statements:
+                await conn.execute(migration.sql)
+            await conn.execute(
+                """
+                INSERT INTO schema_migrations (track, version, name, checksum)
+                VALUES ($1, $2, $3, $4)
+                """,
+                migration.track,
+                migration.version,
+                migration.name,
+                migration.checksum,
+            )
+        log.info("applied migration", extra={"schema": schema, "migration": migration.name})
+        done.append(f"{migration.track}/{migration.name}")
+    return done
+
+
+async def _lock(conn: asyncpg.Connection, schema: str) -> None:
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"migrations:{schema}")

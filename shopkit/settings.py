@@ -39,8 +39,13 @@ class ServiceSettings(ComponentSettings):
     # service checks the gateway's vouching, and can vouch to no other service.
     identity_secret: SecretStr = Field(min_length=32)
     identity_max_age_seconds: float = 30.0
-    # The service's own login role; never a superuser.
+    # The service's own login role; never a superuser. Several hosts with
+    # target_session_attrs=read-write (whichever takes writes now), or a PgBouncer.
     database_url: SecretStr
+    # asyncpg's prepared statements kept per connection; 0 through a PgBouncer in transaction
+    # pooling mode, which cannot keep a statement prepared on one server connection for the
+    # next transaction (asyncpg then sends each query as an unnamed statement).
+    db_statement_cache_size: int = Field(default=100, ge=0)
     # The service's own RabbitMQ user, allowed to publish its own events and read its own
     # queues only (shopkit.broker_access).
     rabbitmq_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")

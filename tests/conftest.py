@@ -10,6 +10,7 @@ import os
 import secrets
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import aiohttp
@@ -24,6 +25,7 @@ from tests.harness import (
     IDENTITY_SECRETS,
     RABBITMQ_URL,
     TEST_NAME,
+    TEST_SETTINGS,
     System,
     admin_login,
     component_rabbitmq_url,
@@ -32,6 +34,7 @@ from tests.harness import (
     register,
     running_system,
 )
+from tests.pgbouncer import running_pgbouncer, through
 
 S = TypeVar("S", bound=ServiceSettings)
 
@@ -91,9 +94,30 @@ async def rabbitmq_vhost() -> None:
     await set_up_broker(bootstrap_settings_for_tests("unused"))
 
 
+# SHOP_TEST_PGBOUNCER=1: the services (and the commands the tests run) reach the test database
+# through a PgBouncer in transaction pooling mode, as a shop behind one does: asyncpg keeps no
+# statements prepared, and the notifications hub LISTENs on Postgres itself.
+THROUGH_PGBOUNCER = os.environ.get("SHOP_TEST_PGBOUNCER", "") not in ("", "0")
+if THROUGH_PGBOUNCER:
+    os.environ["DB_STATEMENT_CACHE_SIZE"] = "0"
+# The port of the run's PgBouncer, once it listens (tests/integration/test_pooler.py).
+PGBOUNCER_PORT: list[int] = []
+
+
 @pytest.fixture(scope="session")
-async def databases() -> dict[str, ServiceDatabase]:
-    return await fresh_databases(TEST_DATABASE, TEST_NAME)
+async def databases() -> AsyncIterator[dict[str, ServiceDatabase]]:
+    direct = await fresh_databases(TEST_DATABASE, TEST_NAME)
+    if not THROUGH_PGBOUNCER:
+        yield direct
+        return
+    users = {service.role: service.password or "" for service in direct.values()}
+    async with running_pgbouncer(ADMIN_DSN, users) as port:
+        PGBOUNCER_PORT.append(port)
+        TEST_SETTINGS.setdefault("notifications", {})["listen_database_url"] = (
+            direct["notifications"].dsn
+        )
+        yield {name: replace(service, dsn=through(service.dsn, port))
+               for name, service in direct.items()}
 
 
 @pytest.fixture(scope="session")

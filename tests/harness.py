@@ -54,9 +54,10 @@ COMPONENTS = ("auth", "orders", "tracking", "notifications", "gateway")
 BROKER_PASSWORDS = {name: secrets.token_urlsafe(16) for name in COMPONENTS}
 
 
-def component_rabbitmq_url(component: str) -> str:
+def component_rabbitmq_url(component: str, vhost: str = TEST_VHOST) -> str:
     return (
         URL(RABBITMQ_URL)
+        .with_path(f"/{vhost}")
         .with_user(f"{TEST_NAME}_{component}")
         .with_password(BROKER_PASSWORDS[component])
         .human_repr()
@@ -317,12 +318,16 @@ async def wait_until_ready(client: aiohttp.ClientSession, deadline_seconds: floa
     raise AssertionError("services did not become ready")
 
 
-async def fresh_vhost() -> None:
-    """Deletes and recreates the test virtual host, open to the URL's user."""
+async def fresh_vhost(vhost: str = TEST_VHOST) -> None:
+    """Deletes and recreates a test virtual host, open to the URL's user."""
     user = URL(RABBITMQ_URL).user or "guest"
-    await _rabbitmqctl("delete_vhost", TEST_VHOST, check=False)
-    await _rabbitmqctl("add_vhost", TEST_VHOST)
-    await _rabbitmqctl("set_permissions", "-p", TEST_VHOST, user, ".*", ".*", ".*")
+    await _rabbitmqctl("delete_vhost", vhost, check=False)
+    await _rabbitmqctl("add_vhost", vhost)
+    await _rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+
+
+async def drop_vhost(vhost: str) -> None:
+    await _rabbitmqctl("delete_vhost", vhost, check=False)
 
 
 async def _rabbitmqctl(*args: str, check: bool = True) -> str:

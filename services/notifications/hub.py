@@ -25,10 +25,10 @@ from uuid import UUID
 import asyncpg
 
 from services.notifications import queries
+from services.notifications.settings import NotificationsSettings
 from services.notifications.views import notification_view
 from shopkit import db, errors
 from shopkit.backoff import Backoff
-from shopkit.settings import ServiceSettings
 
 log = logging.getLogger("services.notifications.hub")
 
@@ -71,7 +71,7 @@ class HubFull(errors.ServiceUnavailable):
 
 
 class Hub:
-    def __init__(self, settings: ServiceSettings, ceiling: int) -> None:
+    def __init__(self, settings: NotificationsSettings, ceiling: int) -> None:
         self._settings = settings
         # The connection the notices come on, while they do: the rows they name are read on
         # it too (a pool's turn for each would cost more than the read).
@@ -187,7 +187,10 @@ class Hub:
             await asyncio.gather(delivering, return_exceptions=True)
 
     async def _listen_until_lost(self) -> None:
-        conn = await db.connect(self._settings, "notifications")
+        listen_at = self._settings.listen_database_url
+        conn = await db.connect(
+            self._settings, "notifications", listen_at.get_secret_value() if listen_at else None
+        )
         lost = asyncio.Event()
         conn.add_termination_listener(lambda _conn: lost.set())
         try:

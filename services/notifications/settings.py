@@ -1,4 +1,4 @@
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from shopkit.settings import ServiceSettings
 
@@ -15,3 +15,7 @@ class NotificationsSettings(ServiceSettings):
     # An open stream is recorded for the per-user count and renewed a few times within this
     # time; one that an instance stopped renewing (it died) stops counting once it is past.
     stream_lease_seconds: float = Field(default=60.0, ge=3)
+    # Where the stream hub LISTENs: Postgres itself, when DATABASE_URL is a PgBouncer in
+    # transaction pooling mode (a LISTEN outlives the transaction, which such a pooler cannot
+    # keep). By default DATABASE_URL.
+    listen_database_url: SecretStr | None = None
