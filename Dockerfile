@@ -25,7 +25,7 @@ ENV PATH=/opt/venv/bin:$PATH \
 RUN useradd --system --user-group --uid 10001 --no-create-home --shell /usr/sbin/nologin shop
 # The base image ships the standard library without bytecode, and these processes may not
 # write any: each start would compile what it imports, which takes longer and leaves more
-# resident (everything compiled from source: 3x the import time, 2.5 MiB more).
+# resident (docs/performance.md, levers).
 RUN python -m compileall -q -j 0 /usr/local/lib/python3.11
 COPY --from=build /opt/venv /opt/venv
 # An empty working directory: the code is imported from the venv, never from a source tree.

@@ -34,6 +34,7 @@ run: db
 test: setup infra
 	@$(ENV) scripts/ensure-compose-parser
 	@scripts/ensure-cluster-tools
+	@PYTHON=$(PYTHON) scripts/ensure-checkov
 	$(ENV) ruff check .
 	$(ENV) python -m pytest $(PYTEST_ARGS)
 	SHOP_TEST_PGBOUNCER=1 $(ENV) python -m pytest -q tests/integration

@@ -8,7 +8,7 @@ import asyncio
 import sys
 
 from pydantic import SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings
 
 from services.auth.app import MIGRATIONS as AUTH_MIGRATIONS
 from services.notifications.app import MIGRATIONS as NOTIFICATIONS_MIGRATIONS
@@ -26,6 +26,7 @@ from shopkit.broker_access import (
     vhost_of,
 )
 from shopkit.logs import configure_logging
+from shopkit.settings import READING
 from shopkit.topology import declare_all
 
 SUBSCRIPTIONS = [TRACKING_SUBSCRIPTION, NOTIFICATIONS_SUBSCRIPTION]
@@ -36,7 +37,7 @@ SUBSCRIPTIONS_OF = {
 
 
 class BootstrapSettings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore")
+    model_config = READING
 
     admin_database_url: SecretStr
     auth_database_url: SecretStr

@@ -6,14 +6,15 @@ import asyncio
 import contextlib
 
 from pydantic import SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings
 
 from shopkit.broker import connect_to_a_node
 from shopkit.consumer import REASON_HEADER, RETRIES_HEADER, Subscription, copy_of
+from shopkit.settings import READING
 
 
 class BrokerSettings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore")
+    model_config = READING
 
     rabbitmq_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
 

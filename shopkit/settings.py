@@ -1,15 +1,24 @@
-"""Typed settings read from the environment (12-factor): one class per component, no files."""
+"""Typed settings read from the environment (12-factor): one class per component.
 
+A setting may also come from a file named after it (`database_url`, `identity_secret`, ...) in
+the directory SECRETS_DIR names: how Kubernetes hands over secrets without putting them in the
+environment (deploy/). A variable set in the environment wins over the file.
+"""
+
+import os
 from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# How every settings class of the shop reads: unknown variables ignored, secrets from files too.
+READING = SettingsConfigDict(extra="ignore", secrets_dir=os.environ.get("SECRETS_DIR") or None)
+
 
 class ComponentSettings(BaseSettings):
     """What every component reads, the gateway included."""
 
-    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(**READING, frozen=True)
 
     host: str = "127.0.0.1"
     port: int
