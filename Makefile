@@ -34,14 +34,16 @@ run: db
 test: setup infra
 	@$(ENV) scripts/ensure-compose-parser
 	@scripts/ensure-cluster-tools
+	@scripts/ensure-bench-tools
 	@PYTHON=$(PYTHON) scripts/ensure-checkov
 	$(ENV) ruff check .
 	$(ENV) python -m pytest $(PYTEST_ARGS)
 	SHOP_TEST_PGBOUNCER=1 $(ENV) python -m pytest -q tests/integration
 
-# make bench: the system as `make run` starts it, measured against nginx auth_request with wrk;
-# results in docs/benchmarks.md (BENCH_ARGS='--runs 5 --seconds 10' for longer runs).
-bench: db
+# make bench: the system as `make run` starts it, in a database and a RabbitMQ vhost of its own
+# (bench/isolation.py), measured against nginx auth_request and bare ceilings; results in
+# docs/benchmarks.md (BENCH_ARGS='--runs 5 --seconds 10' for longer runs).
+bench: setup infra
 	@scripts/ensure-bench-tools
 	$(ENV) python -m bench $(BENCH_ARGS)
 

@@ -8,9 +8,11 @@ max) are printed, and written to docs/benchmarks.md.
 
 import argparse
 import asyncio
+import os
 import shutil
 from pathlib import Path
 
+from bench.isolation import bench_environment, fresh_bench_shop
 from bench.processes import ROOT, resident_memory, running_nginx, running_system
 from bench.report import Results, report, verdicts
 from bench.scenarios import authenticated_reads, event_propagation, identity_cost, order_placement
@@ -30,6 +32,8 @@ def main() -> None:
     log_dir = ROOT / ".bench"  # the processes' output, kept for a look after a failure
     shutil.rmtree(log_dir, ignore_errors=True)
     log_dir.mkdir()
+    os.environ.update(bench_environment(os.environ))
+    asyncio.run(fresh_bench_shop())
     with running_system(log_dir), running_nginx(log_dir):
         customers, products = asyncio.run(prepare(customers=20, products=50, stock=100_000))
         rest, rest_in_files = resident_memory(), resident_memory("RssFile")

@@ -14,13 +14,13 @@ import asyncpg
 import orjson
 
 from bench.cpu import CpuUse, cpu_reading, cpu_use, print_cpu
+from bench.isolation import bench_database_dsn
 from bench.load import Latencies, Summary, percentiles, repeat, wrk
 from bench.processes import NGINX_PORT, PORTS
 from bench.shop import (
     Customer,
     new_customer,
     request_json,
-    shop_admin_dsn,
     signed,
     stock_and_orders,
     tracking_caught_up,
@@ -251,7 +251,7 @@ async def event_propagation(customers: list[Customer], products: list[str], rate
         per_customer = -(-rate * seconds * runs // (len(WALK) - 1) // len(customers)) + 2
         orders = await _walking_orders(session, customers, products, per_customer)
         probe = PropagationProbe(session, admin, customers, orders)
-        conn = await asyncpg.connect(shop_admin_dsn())
+        conn = await asyncpg.connect(bench_database_dsn())
         background = [asyncio.create_task(probe.follow_streams()),
                       asyncio.create_task(probe.poll_tables(conn))]
         try:

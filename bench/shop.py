@@ -8,13 +8,12 @@ import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 import asyncpg
 
+from bench.isolation import bench_database_dsn
 from bench.processes import PORTS
-from shopkit.bootstrap import with_database
 from shopkit.identity import IDENTITY_HEADER, Identity, IdentityKey, Role, sign_identity
 
 
@@ -53,25 +52,19 @@ async def new_customer(session: aiohttp.ClientSession, admin: bool = False) -> C
 
 
 async def _promote(user_id: str) -> None:
-    conn = await asyncpg.connect(shop_admin_dsn())
+    conn = await asyncpg.connect(bench_database_dsn())
     try:
         await conn.execute("UPDATE auth.users SET role = 'admin' WHERE id = $1::uuid", user_id)
     finally:
         await conn.close()
 
 
-def shop_admin_dsn() -> str:
-    """The superuser on the services' database (bootstrap's ADMIN_DATABASE_URL names its own)."""
-    database = urlsplit(os.environ["AUTH_DATABASE_URL"]).path.lstrip("/")
-    return with_database(os.environ["ADMIN_DATABASE_URL"], database)
-
-
 async def vacuumed() -> bool:
-    """Vacuums and analyses the services' database, as autovacuum would have by now; says
+    """Vacuums and analyses the bench's database, as autovacuum would have by now; says
     whether autovacuum is on. Where it is off (as in this project's CI machines), each
     scenario would otherwise start on every dead row the ones before it left: the outbox
     alone leaves one per event."""
-    conn = await asyncpg.connect(shop_admin_dsn())
+    conn = await asyncpg.connect(bench_database_dsn())
     try:
         await conn.execute("VACUUM ANALYZE")
         return await conn.fetchval("SELECT current_setting('autovacuum')::bool")
@@ -95,7 +88,7 @@ async def prepare(customers: int, products: int, stock: int) -> tuple[list[Custo
 
 async def stock_and_orders(customers: list[Customer], products: list[str]) -> tuple[int, int]:
     """Stock taken from the bench products, and units in the bench customers' orders."""
-    conn = await asyncpg.connect(shop_admin_dsn())
+    conn = await asyncpg.connect(bench_database_dsn())
     # One snapshot for both: an order still in flight when wrk stops commits its stock and
     # its items together, and two separate reads could straddle it.
     try:
@@ -116,7 +109,7 @@ async def tracking_caught_up(customers: list[Customer], deadline: float = 120) -
     """Seconds from now until every order of the bench customers is tracked (its event went
     through the outbox, RabbitMQ and the tracking consumer), or None past the deadline. The
     events are part of what an order costs: throughput that leaves them behind is not kept."""
-    conn = await asyncpg.connect(shop_admin_dsn())
+    conn = await asyncpg.connect(bench_database_dsn())
     started = time.monotonic()
     try:
         while time.monotonic() - started < deadline:

@@ -20,6 +20,7 @@ from shopkit.bootstrap import ServiceDatabase, bootstrap
 from shopkit.broker_access import (
     BrokerUser,
     ensure_users,
+    ensure_vhost,
     gateway_access,
     management_url_for,
     service_access,
@@ -94,8 +95,10 @@ class BootstrapSettings(BaseSettings):
 
 
 async def set_up_broker(settings: BootstrapSettings) -> None:
-    """Every consumer's queues, then every component's user with its rights."""
+    """The virtual host, every consumer's queues, then every component's user with its
+    rights."""
     admin_url = settings.rabbitmq_url.get_secret_value()
+    await ensure_vhost(settings.management_url, vhost_of(admin_url))
     await declare_all(admin_url, SUBSCRIPTIONS)
     await ensure_users(settings.management_url, vhost_of(admin_url), settings.broker_users())
 

@@ -17,7 +17,8 @@ as it makes database roles from their URLs) through RabbitMQ's management HTTP A
 """
 
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote, urlsplit
@@ -101,15 +102,27 @@ def management_url_for(amqp_url: str) -> str:
     return f"http://{credentials}{parts.hostname or '127.0.0.1'}:{MANAGEMENT_PORT}"
 
 
+async def ensure_vhost(management_url: str, vhost: str) -> None:
+    """Creates `vhost` when it does not exist yet. RabbitMQ gives the user who creates a
+    virtual host every right on it, so the administrator can then declare the queues."""
+    async with _management(management_url) as (http, base):
+        await _put(http, f"{base}/vhosts/{quote(vhost, safe='')}", {})
+
+
+async def drop_vhost(management_url: str, vhost: str) -> None:
+    """Deletes `vhost` and everything in it, when it exists."""
+    async with _management(management_url) as (http, base), http.delete(
+        f"{base}/vhosts/{quote(vhost, safe='')}"
+    ) as response:
+        if response.status not in (204, 404):
+            raise RuntimeError(f"RabbitMQ's management API refused to delete a virtual host:"
+                               f" {response.status}")
+
+
 async def ensure_users(management_url: str, vhost: str, users: Sequence[BrokerUser]) -> None:
     """Creates each user (or sets its password) with exactly its rights on `vhost`."""
-    parts = urlsplit(management_url)
-    base = f"{parts.scheme}://{parts.hostname}:{parts.port or MANAGEMENT_PORT}/api"
-    login = aiohttp.encode_basic_auth(unquote(parts.username or ""), unquote(parts.password or ""))
     host = quote(vhost, safe="")
-    async with aiohttp.ClientSession(
-        headers={"Authorization": login}, timeout=aiohttp.ClientTimeout(total=30)
-    ) as http:
+    async with _management(management_url) as (http, base):
         for user in users:
             name = quote(user.name, safe="")
             rights = user.access
@@ -120,6 +133,18 @@ async def ensure_users(management_url: str, vhost: str, users: Sequence[BrokerUs
             await _put(http, f"{base}/topic-permissions/{host}/{name}", {
                 "exchange": EXCHANGE, "write": rights.topic_write, "read": rights.topic_read,
             })
+
+
+@asynccontextmanager
+async def _management(management_url: str) -> AsyncIterator[tuple[aiohttp.ClientSession, str]]:
+    """A session logged in to the management API, and the API's base URL."""
+    parts = urlsplit(management_url)
+    base = f"{parts.scheme}://{parts.hostname}:{parts.port or MANAGEMENT_PORT}/api"
+    login = aiohttp.encode_basic_auth(unquote(parts.username or ""), unquote(parts.password or ""))
+    async with aiohttp.ClientSession(
+        headers={"Authorization": login}, timeout=aiohttp.ClientTimeout(total=30)
+    ) as http:
+        yield http, base
 
 
 async def _put(http: aiohttp.ClientSession, url: str, body: dict[str, str]) -> None:
