@@ -26,7 +26,7 @@ db: setup infra
 	$(ENV) python -m services.bootstrap
 
 run: db
-	$(ENV) honcho start --env /dev/null --procfile Procfile
+	$(ENV) scripts/run-components Procfile
 
 # After the whole suite, the integration tests once more with every service behind a PgBouncer
 # in transaction pooling mode (tests/pgbouncer.py); the cluster tests start RabbitMQ nodes and

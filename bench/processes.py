@@ -32,7 +32,7 @@ NGINX_CONF = Path(__file__).with_name("nginx.conf")
 
 @contextmanager
 def running_system(log_dir: Path) -> Iterator[None]:
-    """All five components under honcho, as `make run` runs them, on ports of their own."""
+    """All five components, as `make run` runs them, on ports of their own."""
     env = {**os.environ, "LOG_LEVEL": "WARNING", **BENCH_LIMITS,
            # Auth stands in for the gateway behind nginx, vouching to itself and to orders.
            "FRONT_PROXY_CHECK": "true",
@@ -44,7 +44,7 @@ def running_system(log_dir: Path) -> Iterator[None]:
               if name != "gateway"}}
     with open(log_dir / "system.log", "wb") as log:
         process = subprocess.Popen(
-            ["honcho", "start", "--env", "/dev/null", "--procfile", str(ROOT / "Procfile")],
+            [str(ROOT / "scripts" / "run-components"), str(ROOT / "Procfile")],
             env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
         )
     try:

@@ -34,6 +34,7 @@ from shopkit.openapi import documented
 from shopkit.operator import serve_metrics
 from shopkit.tuning import UPSTREAM_DNS_CACHE_SECONDS
 from shopkit.web import (
+    EDGE_ACCESS_LEVEL,
     MAX_BODY_BYTES,
     ApiModel,
     base_middlewares,
@@ -170,7 +171,8 @@ def _client(connections: int, settings: GatewaySettings) -> aiohttp.ClientSessio
 
 
 def create_app(settings: GatewaySettings) -> web.Application:
-    app = component_app(base_middlewares("gateway"), settings.body_read_timeout_seconds)
+    app = component_app(base_middlewares("gateway", access_level=EDGE_ACCESS_LEVEL),
+                        settings.body_read_timeout_seconds)
     app[SETTINGS_KEY] = settings
     app[UPSTREAMS_KEY] = settings.upstreams()
     app[STREAM_SLOTS_KEY] = StreamSlots(settings.max_streams)

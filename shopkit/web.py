@@ -188,31 +188,44 @@ def validation_details(exc: ValidationError) -> list[dict[str, str]]:
     ]
 
 
-@web.middleware
-async def request_context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Gives the request its id (for logs, upstream calls and events) and logs its outcome."""
-    rid = sane_request_id(request.headers.get(REQUEST_ID_HEADER))
-    request[REQUEST_ID_KEY] = rid
-    token = request_id_var.set(rid)
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        if not response.prepared:
-            response.headers[REQUEST_ID_HEADER] = rid
-        return response
-    finally:
-        access_log.info(
-            "request",
-            extra={
-                "method": request.method,
-                "path": request.path,
-                "status": status,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-            },
-        )
-        request_id_var.reset(token)
+# The access log is for following a client's requests: one line per request, written where
+# the request enters the shop (the gateway), whose line carries the request id every service's
+# own lines for it carry too. A service writes its access lines only at DEBUG, so a request does
+# not cost a formatted line in every process it crosses (docs/performance.md).
+EDGE_ACCESS_LEVEL = logging.INFO
+INNER_ACCESS_LEVEL = logging.DEBUG
+
+
+def request_context(access_level: int) -> Middleware:
+    """Gives the request its id (for logs, upstream calls and events) and logs its outcome
+    at `access_level`."""
+
+    @web.middleware
+    async def request_context_middleware(
+        request: web.Request, handler: Handler
+    ) -> web.StreamResponse:
+        rid = sane_request_id(request.headers.get(REQUEST_ID_HEADER))
+        request[REQUEST_ID_KEY] = rid
+        token = request_id_var.set(rid)
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            if not response.prepared:
+                response.headers[REQUEST_ID_HEADER] = rid
+            return response
+        finally:
+            if access_log.isEnabledFor(access_level):
+                access_log.log(access_level, "request", extra={
+                    "method": request.method,
+                    "path": request.path,
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                })
+            request_id_var.reset(token)
+
+    return request_context_middleware
 
 
 _HTTP_EXCEPTIONS: dict[int, type[errors.ApiError]] = {
@@ -270,10 +283,12 @@ def _never(_exc: Exception) -> bool:
 
 
 def base_middlewares(
-    component: str, is_unavailable: Callable[[Exception], bool] = _never
+    component: str,
+    is_unavailable: Callable[[Exception], bool] = _never,
+    access_level: int = INNER_ACCESS_LEVEL,
 ) -> list[Middleware]:
     """Request id and access log, then metrics (seeing the final status), then errors."""
-    return [request_context_middleware, request_metrics(component),
+    return [request_context(access_level), request_metrics(component),
             error_middleware(is_unavailable)]
 
 

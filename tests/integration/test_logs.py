@@ -59,3 +59,27 @@ async def test_logs_are_json_with_request_ids_and_keep_secrets_out(
     for secret in secrets:
         assert secret not in everything
     assert "Bearer" not in everything and "password_hash" not in everything
+
+
+async def test_a_request_is_one_access_line_at_the_edge_and_more_only_at_debug(
+    captured_logs: io.StringIO, client: aiohttp.ClientSession,
+) -> None:
+    email = unique_email()
+    await register(client, email)
+    token = await login(client, email)
+
+    def access_lines(request_id: str) -> list[dict]:
+        records = [orjson.loads(line) for line in captured_logs.getvalue().splitlines() if line]
+        return [r for r in records
+                if r.get("logger") == "shopkit.access" and r.get("request_id") == request_id]
+
+    logging.getLogger().setLevel(logging.INFO)  # the fixture puts the level back
+    await call(client, "GET", "/api/users/me", token, **{"X-Request-Id": "at-info"})
+    logging.getLogger().setLevel(logging.DEBUG)
+    await call(client, "GET", "/api/users/me", token, **{"X-Request-Id": "at-debug"})
+
+    at_info = access_lines("at-info")
+    assert len(at_info) == 1 and at_info[0]["level"] == "INFO", at_info
+    assert at_info[0]["path"] == "/api/users/me" and at_info[0]["status"] == 200
+    # At DEBUG the service behind the gateway adds its own line for the same request.
+    assert sorted(r["level"] for r in access_lines("at-debug")) == ["DEBUG", "INFO"]

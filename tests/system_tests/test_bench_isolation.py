@@ -31,6 +31,7 @@ from tests.harness import (
 )
 from tests.processes import ROOT
 
+pytestmark = pytest.mark.system
 SHOP = f"{TEST_NAME}_benchshop"  # the shop `make run` would serve, for this test
 SHOP_SCHEMAS = ["auth", "orders", "tracking", "notifications"]
 BENCH_DEADLINE_SECONDS = 240
