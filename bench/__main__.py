@@ -1,9 +1,11 @@
-"""`make bench`: the system started as `make run` starts it, driven by wrk from another process.
+"""`make bench`: the system started as `make run` starts it, in a database and vhost of its own,
+driven by load generators in other processes.
 
-Every number is measured in the same run as what it is compared with: our gateway, nginx
-`auth_request` in front of the same services (the peer), and the service called directly with
-a valid identity (the ceiling). Each measurement is repeated; the median and the spread (min to
-max) are printed, and written to docs/benchmarks.md.
+Every number is judged against something measured in the same run: nginx `auth_request` in
+front of the same services (the peer), the service called directly, and bare ceilings built
+from the same libraries (bench/bare.py), compared at the same offered rate. Each measurement
+is repeated; the medians are printed, and written to docs/benchmarks.md with a chart of
+latency against offered load (docs/latency.png).
 """
 
 import argparse
@@ -12,11 +14,22 @@ import os
 import shutil
 from pathlib import Path
 
-from bench.isolation import bench_environment, fresh_bench_shop
-from bench.processes import ROOT, resident_memory, running_nginx, running_system
-from bench.report import Results, report, verdicts
-from bench.scenarios import authenticated_reads, event_propagation, identity_cost, order_placement
+from bench.curve import draw, latency_curves
+from bench.isolation import bench_database_dsn, bench_environment, fresh_bench_shop
+from bench.processes import (
+    ROOT,
+    resident_memory,
+    running_bare,
+    running_nginx,
+    running_system,
+)
+from bench.report import IMAGE, Results, report, verdicts
+from bench.same_rate import hop_costs, orders_against_bare, status_changes_against_bare
+from bench.scenarios import authenticated_reads, identity_cost
 from bench.shop import prepare, vacuumed
+
+SCENARIOS = {1: "reads at full speed", 2: "one hop at one rate", 3: "orders at one rate",
+             4: "status changes at one rate", 5: "latency curves"}
 
 
 def main() -> None:
@@ -24,47 +37,47 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
-    parser.add_argument("--rate", type=int, default=200,
-                        help="status changes per second in scenario 3")
-    parser.add_argument("--only", type=int, choices=(1, 2, 3), default=None,
-                        help="run one scenario and print it, without writing the report")
+    parser.add_argument("--only", type=int, choices=tuple(SCENARIOS), default=None,
+                        help="run one scenario and print it, without writing the report: "
+                        + ", ".join(f"{n} {name}" for n, name in SCENARIOS.items()))
     args = parser.parse_args()
     log_dir = ROOT / ".bench"  # the processes' output, kept for a look after a failure
     shutil.rmtree(log_dir, ignore_errors=True)
     log_dir.mkdir()
     os.environ.update(bench_environment(os.environ))
     asyncio.run(fresh_bench_shop())
-    with running_system(log_dir), running_nginx(log_dir):
-        customers, products = asyncio.run(prepare(customers=20, products=50, stock=100_000))
+    with running_system(log_dir), running_nginx(log_dir), \
+            running_bare(log_dir, bench_database_dsn(), os.environ["RABBITMQ_URL"]):
+        customers, products = asyncio.run(prepare(customers=20, products=50, stock=1_000_000))
         rest, rest_in_files = resident_memory(), resident_memory("RssFile")
         autovacuum = asyncio.run(vacuumed())
-        if args.only == 1:
-            authenticated_reads(customers[0], args.runs, args.seconds)
+        runs, seconds = args.runs, args.seconds
+        scenarios = {
+            1: lambda: authenticated_reads(customers[0], runs, seconds),
+            2: lambda: hop_costs(customers[0], runs, seconds),
+            3: lambda: asyncio.run(orders_against_bare(customers, products, runs, seconds)),
+            4: lambda: asyncio.run(status_changes_against_bare(customers, products, runs,
+                                                               seconds)),
+            5: lambda: latency_curves(customers[0]),
+        }
+        if args.only is not None:
+            scenarios[args.only]()
             return
-        if args.only == 2:
-            order_placement(customers, products, args.runs, args.seconds)
-            return
-        if args.only == 3:
-            asyncio.run(event_propagation(customers, products, args.rate, args.runs,
-                                          args.seconds))
-            return
-        reads = authenticated_reads(customers[0], args.runs, args.seconds)
-        asyncio.run(vacuumed())
-        placement, oversold, placement_cpu = order_placement(customers, products, args.runs,
-                                                             args.seconds)
-        asyncio.run(vacuumed())
-        changes, missed, propagation_cpu = asyncio.run(event_propagation(
-            customers, products, args.rate, args.runs, args.seconds))
+        measured = {}
+        for number, scenario in scenarios.items():
+            asyncio.run(vacuumed())
+            measured[number] = scenario()
         loaded = resident_memory()
-    results = Results(reads, placement, oversold, changes, missed, args.rate,
+    draw(measured[5], args.output.parent / IMAGE)
+    results = Results(measured[1], measured[2], measured[3], measured[4], measured[5],
                       {"rest": rest, "rest_in_files": rest_in_files, "loaded": loaded},
-                      autovacuum, placement_cpu, propagation_cpu, identity_cost())
+                      autovacuum, identity_cost())
     args.output.parent.mkdir(exist_ok=True)
     args.output.write_text(report(results, args.runs, args.seconds))
     print("against the targets:")
-    for target, measured, met in verdicts(results):
-        print(f"  {'met' if met else 'MISSED':<6}  {target}: {measured}")
-    print(f"written to {args.output}")
+    for target, figure, met in verdicts(results):
+        print(f"  {'met' if met else 'MISSED':<6}  {target}: {figure}")
+    print(f"written to {args.output} and {args.output.parent / IMAGE}")
 
 
 main()

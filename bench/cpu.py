@@ -6,7 +6,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.processes import PORTS, components_by_pid
+from bench.processes import BARE_PROXY, EXTRA_PORTS, PORTS, components_by_pid
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # Processes by their name in /proc (comm), beside the components found by their port.
@@ -83,7 +83,12 @@ def cpu_use(before: CpuReading, after: CpuReading, operations: float) -> CpuUse:
     )
 
 
-CPU_PARTS = (*PORTS, "Postgres", "RabbitMQ", "nginx", LOAD, "other")
+CPU_PARTS = (*PORTS, *EXTRA_PORTS, BARE_PROXY, "Postgres", "RabbitMQ", "nginx", LOAD, "other")
+
+
+def system_ms(use: CpuUse) -> float:
+    """ms of CPU per operation of the whole machine but the load that drove it."""
+    return sum(ms for part, ms in use.ms_per_operation.items() if part != LOAD)
 
 
 def cpu_summary(uses: list[CpuUse]) -> tuple[dict[str, float], float]:

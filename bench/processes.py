@@ -2,12 +2,14 @@
 and nginx in front of the same services (the peer); which process is which component, and
 what each holds in memory."""
 
+import contextlib
 import os
 import platform
 import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -21,6 +23,15 @@ ROOT = Path(__file__).resolve().parent.parent
 PORTS = {"gateway": 18080, "auth": 18081, "orders": 18082, "tracking": 18083,
          "notifications": 18084}
 NGINX_PORT = 18090
+# What the bench runs beside the system, each a process of its own (found by BENCH_PROCESS in
+# its environment): the bare ceilings (bench/bare.py), and a second gateway in front of the
+# same services that writes no access log, to show what the access log costs.
+QUIET_GATEWAY = "gateway, no access log"
+BARE_PROXY = "bare proxy hop"
+BARE_PIPELINE = "bare pipeline"
+EXTRA_PORTS = {QUIET_GATEWAY: 18091, BARE_PIPELINE: 18093}
+# A bare proxy hop in front of each service the reads go to.
+BARE_PROXY_PORTS = {"auth": 18092, "orders": 18094}
 # The bench's customers register from one address and place thousands of orders each, and its
 # load comes from one address: far past what the shop allows one client (registrations per
 # address, open orders per user, requests in flight). The load measures the paths, not those
@@ -33,22 +44,58 @@ NGINX_CONF = Path(__file__).with_name("nginx.conf")
 @contextmanager
 def running_system(log_dir: Path) -> Iterator[None]:
     """All five components, as `make run` runs them, on ports of their own."""
-    env = {**os.environ, "LOG_LEVEL": "WARNING", **BENCH_LIMITS,
+    env = {**os.environ, **BENCH_LIMITS,
            # Auth stands in for the gateway behind nginx, vouching to itself and to orders.
            "FRONT_PROXY_CHECK": "true",
            "FRONT_PROXY_SECRETS": orjson.dumps(
                {"orders": os.environ["ORDERS_IDENTITY_SECRET"]}).decode(),
            **{f"{name.upper()}_PORT": str(port) for name, port in PORTS.items()},
-           **{f"{name.upper()}_METRICS_PORT": str(port + 1000) for name, port in PORTS.items()},
+           **{f"{name.upper()}_METRICS_PORT": str(port + 100) for name, port in PORTS.items()},
            **{f"{name.upper()}_URL": f"http://127.0.0.1:{port}" for name, port in PORTS.items()
               if name != "gateway"}}
-    with open(log_dir / "system.log", "wb") as log:
-        process = subprocess.Popen(
-            [str(ROOT / "scripts" / "run-components"), str(ROOT / "Procfile")],
-            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
-        )
+    with running_process("system", [str(ROOT / "scripts" / "run-components"),
+                                    str(ROOT / "Procfile")],
+                         env, f"http://127.0.0.1:{PORTS['gateway']}/api/ping", log_dir):
+        gateway = {**env, "PORT": str(EXTRA_PORTS[QUIET_GATEWAY]), "METRICS_PORT": "0",
+                   "LOG_LEVEL": "WARNING", "RABBITMQ_URL": env["GATEWAY_RABBITMQ_URL"],
+                   "BENCH_PROCESS": QUIET_GATEWAY}
+        with running_process(QUIET_GATEWAY, [sys.executable, "-m", "gateway"], gateway,
+                             f"http://127.0.0.1:{EXTRA_PORTS[QUIET_GATEWAY]}/api/ping", log_dir):
+            yield
+
+
+@contextmanager
+def running_bare(log_dir: Path, database_dsn: str, rabbitmq_url: str) -> Iterator[None]:
+    """The bare ceilings (bench/bare.py): a proxy hop in front of each service the reads go
+    to, and the pipeline."""
+    with contextlib.ExitStack() as running:
+        for service, port in BARE_PROXY_PORTS.items():
+            running.enter_context(running_process(
+                f"{BARE_PROXY} to {service}",
+                [sys.executable, "-m", "bench.bare", "proxy", "--port", str(port),
+                 "--upstream", f"http://127.0.0.1:{PORTS[service]}"],
+                {**os.environ, "BENCH_PROCESS": BARE_PROXY},
+                f"http://127.0.0.1:{port}/health/live", log_dir))
+        running.enter_context(running_process(
+            BARE_PIPELINE,
+            [sys.executable, "-m", "bench.bare", "orders",
+             "--port", str(EXTRA_PORTS[BARE_PIPELINE]),
+             "--database", database_dsn, "--rabbitmq", rabbitmq_url],
+            {**os.environ, "BENCH_PROCESS": BARE_PIPELINE},
+            f"http://127.0.0.1:{EXTRA_PORTS[BARE_PIPELINE]}/health", log_dir))
+        yield
+
+
+@contextmanager
+def running_process(name: str, command: list[str], env: dict[str, str], ready_url: str,
+                    log_dir: Path) -> Iterator[None]:
+    """`command` in a session of its own, its output in log_dir; ready once `ready_url`
+    answers 200; stopped with SIGTERM (its whole session with SIGKILL if that is not enough)."""
+    with open(log_dir / f"{name.replace(' ', '-').replace(',', '')}.log", "wb") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   cwd=ROOT, start_new_session=True)
     try:
-        _wait_for(f"http://127.0.0.1:{PORTS['gateway']}/api/ping", process, log_dir)
+        _wait_for(ready_url, process, log_dir)
         yield
     finally:
         process.send_signal(signal.SIGTERM)
@@ -56,6 +103,7 @@ def running_system(log_dir: Path) -> Iterator[None]:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 @contextmanager
@@ -102,8 +150,10 @@ def tool(name: str) -> str:
 
 
 def components_by_pid() -> dict[str, str]:
-    """The bench's five components, found by the port in their environment."""
-    ports = {f"PORT={port}".encode(): name for name, port in PORTS.items()}
+    """The bench's Python processes: the five components, found by the port in their
+    environment, and the others it runs, by their BENCH_PROCESS."""
+    names = {f"PORT={port}".encode(): name for name, port in PORTS.items()}
+    names |= {f"BENCH_PROCESS={name}".encode(): name for name in (*EXTRA_PORTS, BARE_PROXY)}
     found = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -111,9 +161,9 @@ def components_by_pid() -> dict[str, str]:
             command = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue
-        name = next((ports[v] for v in environment if v in ports), None)
-        if name and b"python" in command:
-            found[pid] = name
+        tagged = [names[v] for v in environment if v in names]
+        if tagged and b"python" in command:
+            found[pid] = tagged[0]
     return found
 
 

@@ -164,9 +164,11 @@ def _client(connections: int, settings: GatewaySettings) -> aiohttp.ClientSessio
         limit=connections, keepalive_timeout=settings.upstream_keepalive_seconds,
         ttl_dns_cache=UPSTREAM_DNS_CACHE_SECONDS,
     )
-    # Bodies pass through as the service encoded them; the gateway never re-encodes.
+    # Bodies pass through as the service encoded them; the gateway never re-encodes. One
+    # session serves every client, so it keeps no cookies: one client's would go to all.
     return aiohttp.ClientSession(
-        connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",)
+        connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",),
+        cookie_jar=aiohttp.DummyCookieJar(),
     )
 
 

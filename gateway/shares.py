@@ -7,9 +7,6 @@ event stream counts while it is being opened (its token checked, the service ask
 counting once it is open: open streams have caps of their own (per user, per instance).
 """
 
-import contextlib
-from collections.abc import Callable, Iterator
-
 from shopkit import errors
 
 # How soon a client refused for its share may try again: its requests in flight end in
@@ -18,15 +15,23 @@ RETRY_SECONDS = 1
 
 
 class Turn:
-    """One request's place in its client's share; given back once, early or at the end."""
+    """One request's place in its client's share, held for a `with` block; given back once,
+    early (`give_back`) or at the block's end. A plain class: one is made per request."""
 
-    def __init__(self, release: Callable[[], None]) -> None:
-        self._release: Callable[[], None] | None = release
+    def __init__(self, shares: "ClientShares", bucket: str) -> None:
+        self._shares: ClientShares | None = shares
+        self._bucket = bucket
 
     def give_back(self) -> None:
-        if self._release is not None:
-            release, self._release = self._release, None
-            release()
+        if self._shares is not None:
+            shares, self._shares = self._shares, None
+            shares._release(self._bucket)
+
+    def __enter__(self) -> "Turn":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.give_back()
 
 
 class ClientShares:
@@ -34,8 +39,7 @@ class ClientShares:
         self._share = share
         self._in_flight: dict[str, int] = {}
 
-    @contextlib.contextmanager
-    def turn(self, bucket: str) -> Iterator[Turn]:
+    def turn(self, bucket: str) -> Turn:
         """`bucket`: the client's address as shopkit.clients.client_bucket groups it."""
         held = self._in_flight.get(bucket, 0)
         if held >= self._share:
@@ -43,11 +47,7 @@ class ClientShares:
                 RETRY_SECONDS, f"You have {held} requests in flight; wait for their answers."
             )
         self._in_flight[bucket] = held + 1
-        turn = Turn(lambda: self._release(bucket))
-        try:
-            yield turn
-        finally:
-            turn.give_back()
+        return Turn(self, bucket)
 
     def _release(self, bucket: str) -> None:
         left = self._in_flight[bucket] - 1

@@ -7,6 +7,7 @@ bound to that call's service, method and path.
 """
 
 import asyncio
+import functools
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -66,8 +67,15 @@ class StreamSlots:
 STREAM_SLOTS_KEY = web.AppKey("stream_slots", StreamSlots)
 
 
-def _connection_listed(headers: CIMultiDictProxy[str]) -> set[str]:
-    return {
+_NOT_FORWARDED = HOP_BY_HOP | GATEWAY_OWNED
+_NOT_RETURNED = HOP_BY_HOP | {"content-length", "date", "server"}
+
+
+def _dropped(headers: CIMultiDictProxy[str], always: frozenset[str]) -> frozenset[str]:
+    """`always`, and the headers a Connection header names (hop-by-hop too)."""
+    if "Connection" not in headers:
+        return always
+    return always | {
         name.strip().lower()
         for value in headers.getall("Connection", [])
         for name in value.split(",")
@@ -77,9 +85,9 @@ def _connection_listed(headers: CIMultiDictProxy[str]) -> set[str]:
 def upstream_request_headers(
     request: web.Request, caller: Identity, upstream: Upstream, body: bytes
 ) -> CIMultiDict:
-    dropped = HOP_BY_HOP | GATEWAY_OWNED | _connection_listed(request.headers)
+    dropped = _dropped(request.headers, _NOT_FORWARDED)
     headers = CIMultiDict(
-        (name, value) for name, value in request.headers.items() if name.lower() not in dropped
+        [(name, value) for name, value in request.headers.items() if name.lower() not in dropped]
     )
     headers[REQUEST_ID_HEADER] = request_id(request)
     headers[IDENTITY_HEADER] = sign_identity(
@@ -91,11 +99,9 @@ def upstream_request_headers(
 
 
 def response_headers(upstream: aiohttp.ClientResponse) -> CIMultiDict:
-    dropped = HOP_BY_HOP | {"content-length", "date", "server"} | _connection_listed(
-        upstream.headers
-    )
+    dropped = _dropped(upstream.headers, _NOT_RETURNED)
     return CIMultiDict(
-        (name, value) for name, value in upstream.headers.items() if name.lower() not in dropped
+        [(name, value) for name, value in upstream.headers.items() if name.lower() not in dropped]
     )
 
 
@@ -191,10 +197,14 @@ async def _validate(request: web.Request, token: str, address: str) -> Validated
 
 
 def _timeout(settings: GatewaySettings) -> aiohttp.ClientTimeout:
-    return aiohttp.ClientTimeout(
-        total=settings.upstream_timeout_seconds,
-        sock_connect=settings.upstream_connect_timeout_seconds,
-    )
+    return _client_timeout(settings.upstream_timeout_seconds,
+                           settings.upstream_connect_timeout_seconds)
+
+
+@functools.cache
+def _client_timeout(total: float, connect: float) -> aiohttp.ClientTimeout:
+    """One object per pair of timeouts, not one per request."""
+    return aiohttp.ClientTimeout(total=total, sock_connect=connect)
 
 
 async def forward(request: web.Request, route: Route, caller: Identity) -> web.StreamResponse:

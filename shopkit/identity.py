@@ -66,11 +66,15 @@ def _unb64(text: str) -> bytes:
 
 
 def _mac(secret: bytes, payload: str) -> str:
-    return _b64(hmac.new(secret, payload.encode(), hashlib.sha256).digest())
+    # hmac.digest: OpenSSL's one-shot HMAC, with no HMAC object and its two hash copies.
+    return _b64(hmac.digest(secret, payload.encode(), "sha256"))
 
 
 def body_digest(body: bytes) -> str:
-    return _b64(hashlib.sha256(body).digest())
+    return _b64(hashlib.sha256(body).digest()) if body else _EMPTY_BODY_DIGEST
+
+
+_EMPTY_BODY_DIGEST = _b64(hashlib.sha256(b"").digest())  # most requests are reads
 
 
 def sign_identity(

@@ -5,7 +5,7 @@ import logging
 import sys
 from typing import TextIO
 
-from pythonjsonlogger.json import JsonFormatter
+from pythonjsonlogger.orjson import OrjsonFormatter
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None
@@ -22,7 +22,8 @@ def json_handler(component: str, stream: TextIO = sys.stdout) -> logging.Handler
     handler = logging.StreamHandler(stream)
     handler.addFilter(_RequestIdFilter())
     handler.setFormatter(
-        JsonFormatter(
+        # orjson: cheaper per line than the json module (docs/performance.md, levers).
+        OrjsonFormatter(
             "%(levelname)s %(name)s %(message)s %(request_id)s",
             rename_fields={"levelname": "level", "name": "logger"},
             static_fields={"component": component},
@@ -33,6 +34,11 @@ def json_handler(component: str, stream: TextIO = sys.stdout) -> logging.Handler
 
 
 def configure_logging(component: str, level: str = "INFO") -> None:
+    # The lines name no thread or process: records need not look them up (the logging HOWTO,
+    # "Optimization").
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     root = logging.getLogger()
     root.handlers[:] = [json_handler(component)]
     root.setLevel(level.upper())

@@ -50,7 +50,28 @@ def _route_label(request: web.Request) -> str:
     return resource.canonical if resource is not None else "unmatched"
 
 
+# A client may send any of the dozens of methods the HTTP parser knows: those the API does not
+# use share one label, so a client cannot add time series (one per label value) at will.
+LABELLED_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 def request_metrics(component: str) -> Callable[..., Awaitable[web.StreamResponse]]:
+    # Each labelled child is looked up once and kept: labels() takes a lock and builds its key
+    # on every call. Routes, methods and statuses are few (routes are templates), so are these.
+    counters: dict[tuple[str, str, int], Counter] = {}
+    latencies: dict[tuple[str, str], Histogram] = {}
+
+    def record(route: str, method: str, status: int, seconds: float) -> None:
+        counter = counters.get((route, method, status))
+        if counter is None:
+            counter = counters[route, method, status] = REQUESTS.labels(
+                component, route, method, str(status))
+        latency = latencies.get((route, method))
+        if latency is None:
+            latency = latencies[route, method] = LATENCY.labels(component, route, method)
+        counter.inc()
+        latency.observe(seconds)
+
     @web.middleware
     async def measure(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
@@ -60,11 +81,9 @@ def request_metrics(component: str) -> Callable[..., Awaitable[web.StreamRespons
             status = response.status
             return response
         finally:
-            route = request.get(ROUTE_LABEL_KEY) or _route_label(request)
-            REQUESTS.labels(component, route, request.method, str(status)).inc()
-            LATENCY.labels(component, route, request.method).observe(
-                time.perf_counter() - started
-            )
+            method = request.method if request.method in LABELLED_METHODS else "OTHER"
+            record(request.get(ROUTE_LABEL_KEY) or _route_label(request), method, status,
+                   time.perf_counter() - started)
 
     return measure
 

@@ -77,3 +77,16 @@ async def test_metrics_are_not_served_where_clients_reach(
                 assert "shop_http_requests_total" not in await response.text()
             async with direct.get(system.metrics_url(name) + "/metrics") as response:
                 assert response.status == 200, name
+
+
+async def test_methods_the_api_does_not_use_share_one_label(
+    system: System, client: aiohttp.ClientSession,
+) -> None:
+    # The HTTP parser refuses a method it does not know; these it knows (WebDAV's and others).
+    others = ("PROPFIND", "MKCOL", "LOCK")
+    for method in others:
+        async with client.request(method, "/api/products") as response:
+            assert response.status in (404, 405)
+    methods = {s.labels["method"] for s in
+               (await _scrape(system.metrics_url("gateway")))["shop_http_requests"]}
+    assert "OTHER" in methods and not methods & set(others)

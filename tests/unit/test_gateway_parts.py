@@ -89,3 +89,17 @@ async def test_a_failure_is_shared_like_an_answer() -> None:
     with pytest.raises(RuntimeError):
         await recent.get()
     assert calls == 2
+
+
+async def test_the_upstream_session_keeps_no_cookie_one_client_could_pass_to_another() -> None:
+    from gateway.app import _client
+    from tests.harness import gateway_settings
+
+    settings = gateway_settings({name: "http://127.0.0.1:9" for name in
+                                 ("auth", "orders", "tracking", "notifications")})
+    session = _client(4, settings)
+    try:
+        session.cookie_jar.update_cookies({"session": "a client's"})
+        assert len(session.cookie_jar) == 0
+    finally:
+        await session.close()
