@@ -46,7 +46,6 @@ consumers are set up (it listens only then); `proxy` answers as soon as it liste
 import argparse
 import asyncio
 import contextlib
-import gc
 import signal
 import sys
 import uuid
@@ -62,6 +61,9 @@ from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 from aiohttp import web
 from multidict import CIMultiDictProxy
 from yarl import URL
+
+from shopkit.db import StatelessConnection
+from shopkit.tuning import POSTGRES_SESSION, tune_garbage_collector
 
 ORDER_CREATED, ORDER_STATUS = "order.created", "order.status"
 EXCHANGE = "bare.events"
@@ -154,17 +156,8 @@ NOTIFY = """
     )
     SELECT pg_notify($4, user_id || ':' || order_id || ':' || status) FROM added
 """
-# asyncpg's session defaults, and the shop's planning (shopkit.tuning.POSTGRES_SESSION).
-SESSION = {"search_path": "bare", "plan_cache_mode": "force_generic_plan",
-           "random_page_cost": "1.1"}
-
-
-class StatelessConnection(asyncpg.Connection):
-    """Holds no session state between uses, so the reset query asyncpg sends on every
-    release (a round trip) is left out, as shopkit.db does."""
-
-    def get_reset_query(self) -> str:
-        return ""
+# The shop's planning (every statement planned once), on the bare schema.
+SESSION = {"search_path": "bare", **POSTGRES_SESSION}
 
 
 def complain(what: str, exc: BaseException) -> None:
@@ -535,15 +528,6 @@ async def serve(app: web.Application, host: str, port: int) -> None:
         await stopping.wait()
     finally:
         await runner.cleanup()
-
-
-def tune_garbage_collector() -> None:
-    """As shopkit.tuning does: what start-up made is left out of collections, and the young
-    generation is collected less often."""
-    gc.collect()
-    gc.freeze()
-    _, middle, oldest = gc.get_threshold()
-    gc.set_threshold(10_000, middle, oldest)
 
 
 def arguments(argv: list[str] | None = None) -> argparse.Namespace:
