@@ -119,7 +119,9 @@ def report(results: Results, runs: int, seconds: int) -> str:
         "| target | this run | met |", "|---|---|---|",
         *(f"| {target} | {measured} | {'yes' if met else '**no**'} |"
           for target, measured, met in verdicts(results)),
-        "", *_reads(results), *_hops(results),
+        "", "Where a target is missed, the section of the same number in",
+        "[performance.md](performance.md) says what bounds it, from the per-process CPU below",
+        "and the profiles it names.", "", *_reads(results), *_hops(results),
         *_pipeline("3. Order placement at one rate", results.orders, [
             "Ours: POST /api/orders through the gateway (the order, its stock, its event in the",
             "outbox, the relay, RabbitMQ, tracking's consumer). The bare pipeline",
