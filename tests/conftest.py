@@ -147,13 +147,19 @@ def unique_email() -> str:
     return f"user-{uuid.uuid4().hex[:12]}@example.com"
 
 
-@pytest.fixture(scope="session")
-async def admin_token(system: System, admin_db: asyncpg.Pool) -> str:
-    async with aiohttp.ClientSession(base_url=system.gateway_url) as session:
+async def admin_token_for(base_url: str, admin_db: asyncpg.Pool | asyncpg.Connection) -> str:
+    """An admin session on the system at `base_url`: an account registered there, made admin
+    in its database (as `create-admin` would), signed in through the admin login."""
+    async with aiohttp.ClientSession(base_url=base_url) as session:
         email = unique_email()
         await register(session, email, password="admin password")
         await admin_db.execute("UPDATE auth.users SET role = 'admin' WHERE email = $1", email)
         return await admin_login(session, email, password="admin password")
+
+
+@pytest.fixture(scope="session")
+async def admin_token(system: System, admin_db: asyncpg.Pool) -> str:
+    return await admin_token_for(system.gateway_url, admin_db)
 
 
 @pytest.fixture

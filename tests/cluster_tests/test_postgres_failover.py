@@ -17,13 +17,12 @@ from yarl import URL
 
 from services.bootstrap import set_up_broker
 from shopkit.bootstrap import ServiceDatabase, bootstrap
-from tests.conftest import bootstrap_settings_for_tests, unique_email
+from tests.conftest import admin_token_for, bootstrap_settings_for_tests
 from tests.harness import (
     COMPONENTS,
     RABBITMQ_URL,
     TEST_NAME,
     System,
-    admin_login,
     call,
     component_rabbitmq_url,
     create_product,
@@ -31,7 +30,6 @@ from tests.harness import (
     eventually,
     fresh_vhost,
     new_customer,
-    register,
     running_system,
     wait_until_ready,
 )
@@ -111,10 +109,7 @@ async def test_a_failover_under_load_loses_no_acknowledged_order_and_never_answe
     try:
         async with aiohttp.ClientSession(base_url=system.gateway_url) as client:
             await wait_until_ready(client, deadline_seconds=60)
-            email = unique_email()
-            await register(client, email, password="admin password")
-            await admin_db.execute("UPDATE auth.users SET role = 'admin' WHERE email = $1", email)
-            admin = await admin_login(client, email, password="admin password")
+            admin = await admin_token_for(system.gateway_url, admin_db)
             product = (await create_product(client, admin, stock=STOCK))["id"]
             customers = [await new_customer(client) for _ in range(WORKERS)]
 

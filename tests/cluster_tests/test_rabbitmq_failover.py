@@ -17,18 +17,21 @@ from pydantic import SecretStr
 from services.bootstrap import set_up_broker
 from shopkit.app import CONSUMERS_KEY
 from shopkit.bootstrap import ServiceDatabase, with_database
-from tests.conftest import ADMIN_DSN, bootstrap_settings_for_tests, fresh_databases, unique_email
+from tests.conftest import (
+    ADMIN_DSN,
+    admin_token_for,
+    bootstrap_settings_for_tests,
+    fresh_databases,
+)
 from tests.harness import (
     BROKER_PASSWORDS,
     COMPONENTS,
     TEST_NAME,
     System,
-    admin_login,
     call,
     create_product,
     eventually,
     new_customer,
-    register,
     running_system,
     wait_until_ready,
 )
@@ -150,10 +153,7 @@ async def test_losing_the_node_that_leads_tracking_loses_no_event_and_stops_no_c
     system = clustered.system
     async with aiohttp.ClientSession(base_url=system.gateway_url) as client:
         await wait_until_ready(client, deadline_seconds=60)
-        email = unique_email()
-        await register(client, email, password="admin password")
-        await its_db.execute("UPDATE auth.users SET role = 'admin' WHERE email = $1", email)
-        admin = await admin_login(client, email, password="admin password")
+        admin = await admin_token_for(system.gateway_url, its_db)
         product = (await create_product(client, admin, stock=1_000_000))["id"]
         customers = [await new_customer(client) for _ in range(WORKERS)]
 

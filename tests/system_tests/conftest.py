@@ -3,13 +3,11 @@ them, and their logs shown when a test fails."""
 
 from collections.abc import AsyncIterator, Iterator
 
-import aiohttp
 import asyncpg
 import pytest
 
 from shopkit.bootstrap import ServiceDatabase
-from tests.conftest import unique_email
-from tests.harness import admin_login, register
+from tests.conftest import admin_token_for
 from tests.processes import LaunchedSystem, launched_system
 
 
@@ -48,14 +46,6 @@ async def launched(shared_launch: LaunchedSystem) -> LaunchedSystem:
     a restart leaves none dead or shutting down for the next."""
     await shared_launch.revive()
     return shared_launch
-
-
-async def admin_token_for(base_url: str, admin_db: asyncpg.Pool) -> str:
-    async with aiohttp.ClientSession(base_url=base_url) as session:
-        email = unique_email()
-        await register(session, email, password="admin password")
-        await admin_db.execute("UPDATE auth.users SET role = 'admin' WHERE email = $1", email)
-        return await admin_login(session, email, password="admin password")
 
 
 @pytest.fixture(scope="package")

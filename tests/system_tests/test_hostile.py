@@ -20,7 +20,7 @@ import pytest
 from services.auth.domain import new_token, token_hash
 from shopkit.bootstrap import ServiceDatabase
 from shopkit.identity import IDENTITY_HEADER, Identity, IdentityKey, Role, sign_identity
-from tests.conftest import unique_email
+from tests.conftest import admin_token_for, unique_email
 from tests.events import take_dead_letters
 from tests.harness import (
     admin_login,
@@ -39,7 +39,6 @@ from tests.harness import (
     stream_ends,
 )
 from tests.processes import LaunchedSystem, launched_system
-from tests.system_tests.conftest import admin_token_for
 
 pytestmark = pytest.mark.system
 
