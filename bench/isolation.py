@@ -9,14 +9,14 @@ database and every RabbitMQ URL's virtual host to its own.
 
 import os
 from collections.abc import Mapping
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
 
 from services.bootstrap import BootstrapSettings, set_up_broker
-from shopkit.bootstrap import bootstrap, with_database
+from shopkit.bootstrap import bootstrap, database_of, with_database
 from shopkit.broker import node_urls
-from shopkit.broker_access import drop_vhost
+from shopkit.broker_access import drop_vhost, vhost_of
 
 BENCH_NAME = "shop_bench"
 SERVICES = ("AUTH", "ORDERS", "TRACKING", "NOTIFICATIONS")
@@ -29,22 +29,14 @@ def bench_environment(environment: Mapping[str, str]) -> dict[str, str]:
     moved = dict(environment)
     for name, value in environment.items():
         if name in (f"{s}_DATABASE_URL" for s in SERVICES):
-            if _database(value) == BENCH_NAME:
+            if database_of(value) == BENCH_NAME:
                 raise SystemExit(f"{name} names {BENCH_NAME}, the bench's own database")
             moved[name] = with_database(value, BENCH_NAME)
         elif name.endswith("RABBITMQ_URL"):
-            if any(_vhost(url) == BENCH_NAME for url in node_urls(value)):
+            if any(vhost_of(url) == BENCH_NAME for url in node_urls(value)):
                 raise SystemExit(f"{name} names {BENCH_NAME}, the bench's own virtual host")
             moved[name] = ",".join(_with_vhost(url, BENCH_NAME) for url in node_urls(value))
     return moved
-
-
-def _database(dsn: str) -> str:
-    return unquote(urlsplit(dsn).path.lstrip("/"))
-
-
-def _vhost(url: str) -> str:
-    return unquote(urlsplit(url).path[1:]) or "/"
 
 
 def _with_vhost(url: str, vhost: str) -> str:

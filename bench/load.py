@@ -33,18 +33,9 @@ class Sample:
 
 
 @dataclass(frozen=True)
-class Latencies:
-    """One run of scenario 3, for one place a change shows in."""
-
-    changes: int
-    p50_ms: float
-    p99_ms: float
-
-
-@dataclass(frozen=True)
 class Summary:
     name: str
-    samples: list[Sample] | list[Latencies]
+    samples: list[Sample]
 
     def median(self, field: str) -> float:
         return statistics.median(getattr(s, field) for s in self.samples)
@@ -145,11 +136,14 @@ async def open_loop(rate: float, seconds: float,
         await asyncio.sleep(max(0.0, start + n / rate - time.perf_counter()))
         requests.append(asyncio.create_task(one(n)))
     await asyncio.gather(*requests)
-    elapsed = time.perf_counter() - start
-    cuts = statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) > 1 \
-        else [math.nan] * 99
-    return Sample(rps=len(latencies) / elapsed, p50_ms=cuts[49], p99_ms=cuts[98],
-                  non_2xx=failures)
+    return sample_of(latencies, len(latencies) / (time.perf_counter() - start), failures)
+
+
+def sample_of(latencies_ms: list[float], rps: float, failures: int) -> Sample:
+    """A run's figures from the latency of each of its answers (NaN with fewer than two)."""
+    cuts = statistics.quantiles(latencies_ms, n=100, method="inclusive") \
+        if len(latencies_ms) > 1 else [math.nan] * 99
+    return Sample(rps=rps, p50_ms=cuts[49], p99_ms=cuts[98], non_2xx=failures)
 
 
 def metered(measure: Callable[[int], Sample], uses: list[CpuUse]) -> Callable[[int], Sample]:
@@ -180,7 +174,3 @@ def repeat(name: str, runs: int, seconds: int, measure: Callable[[int], Sample],
           f"  (req/s {summary.spread('rps')})", flush=True)
     return summary
 
-
-def percentiles(values: list[float]) -> Latencies:
-    cuts = statistics.quantiles(values, n=100, method="inclusive")
-    return Latencies(changes=len(values), p50_ms=cuts[49], p99_ms=cuts[98])

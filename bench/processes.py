@@ -113,17 +113,11 @@ def running_nginx(log_dir: Path) -> Iterator[None]:
         conf = conf.replace(f"@{name.upper()}_PORT@", str(port))
     conf = conf.replace("@NGINX_PORT@", str(NGINX_PORT)).replace("@LOG_DIR@", str(log_dir))
     (log_dir / "nginx.conf").write_text(conf)
-    process = subprocess.Popen(
-        [tool("nginx"), "-p", str(log_dir), "-c", str(log_dir / "nginx.conf"),
-         "-g", "daemon off;"],
-        stdout=subprocess.DEVNULL, stderr=open(log_dir / "nginx.out", "wb"),  # noqa: SIM115
-    )
-    try:
-        _wait_for(f"http://127.0.0.1:{NGINX_PORT}/nginx-alive", process, log_dir)
+    with running_process("nginx", [tool("nginx"), "-p", str(log_dir),
+                                   "-c", str(log_dir / "nginx.conf"), "-g", "daemon off;"],
+                         dict(os.environ), f"http://127.0.0.1:{NGINX_PORT}/nginx-alive",
+                         log_dir):
         yield
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def _wait_for(url: str, process: subprocess.Popen, log_dir: Path, seconds: float = 60) -> None:

@@ -180,8 +180,8 @@ def _hops(results: Results) -> list[str]:
     ]
     for hop in results.hops:
         for name, measured in hop.paths.items():
-            process = {"gateway": "gateway", QUIET_GATEWAY: QUIET_GATEWAY,
-                       BARE_PROXY: BARE_PROXY}.get(name)
+            # The hop's own process, where there is one (not for the service called directly).
+            process = name if name in ("gateway", QUIET_GATEWAY, BARE_PROXY) else None
             s = measured.summary
             lines.append(
                 f"| {hop.label} at {hop.rate:,.0f}/s | {name} | "

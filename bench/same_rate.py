@@ -23,7 +23,7 @@ import orjson
 
 from bench.cpu import CpuUse, cpu_reading, cpu_use, print_cpu, system_ms
 from bench.isolation import bench_database_dsn
-from bench.load import Latencies, Sample, Summary, hey, open_loop, percentiles
+from bench.load import Sample, Summary, hey, metered, open_loop, sample_of
 from bench.processes import (
     BARE_PIPELINE,
     BARE_PROXY,
@@ -36,6 +36,7 @@ from bench.shop import (
     Customer,
     new_customer,
     request_json,
+    seconds_until,
     signed,
     stock_and_orders,
     tracking_caught_up,
@@ -120,10 +121,8 @@ def hop_costs(customer: Customer, runs: int, seconds: int) -> list[HopCosts]:
 
 def _timed_hey(measured: Measured, url: str, headers: Callable[[], dict[str, str]],
                rate: float, seconds: int) -> None:
-    before = cpu_reading()
-    sample = hey(url, headers(), rate, seconds)
-    measured.samples.append(sample)
-    measured.cpu.append(cpu_use(before, cpu_reading(), max(sample.rps, 1e-9) * seconds))
+    run = metered(lambda t: hey(url, headers(), rate, t), measured.cpu)
+    measured.samples.append(run(seconds))
 
 
 # -- a pipeline: ours against the bare one, for orders and for status changes -----------------
@@ -140,11 +139,13 @@ class PipelineCosts:
 
 async def _metered(measured: Measured, seconds: float, rate: float,
                    drive: Callable[[], Awaitable[Sample]],
-                   settle: Callable[[], Awaitable[None]]) -> None:
-    """One run: the load, then until its events are all applied, within one CPU window."""
+                   settle: Callable[[], Awaitable[None]] | None = None) -> None:
+    """One run: the load, then (with `settle`) until its events are all applied, within one
+    CPU window."""
     before = cpu_reading()
     sample = await drive()
-    await settle()
+    if settle is not None:
+        await settle()
     measured.samples.append(sample)
     measured.cpu.append(cpu_use(before, cpu_reading(), rate * seconds))
 
@@ -201,17 +202,9 @@ async def orders_against_bare(customers: list[Customer], products: list[str], ru
 
 
 async def _bare_tracked(deadline: float = 60) -> None:
-    conn = await asyncpg.connect(bench_database_dsn())
-    started = time.monotonic()
-    try:
-        while time.monotonic() - started < deadline:
-            if await conn.fetchval("SELECT (SELECT count(*) FROM bare.orders)"
-                                   " = (SELECT count(*) FROM bare.trackings)"):
-                return
-            await asyncio.sleep(0.05)
-        raise SystemExit("the bare pipeline did not track its orders within 60 s")
-    finally:
-        await conn.close()
+    if await seconds_until("SELECT (SELECT count(*) FROM bare.orders)"
+                           " = (SELECT count(*) FROM bare.trackings)", deadline=deadline) is None:
+        raise SystemExit(f"the bare pipeline did not track its orders within {deadline:.0f} s")
 
 
 async def _bare_stock_verdict() -> str:
@@ -275,7 +268,7 @@ class PropagationProbe:
         self._in_flight: dict[str, Change] = {}
         self.missed = 0
 
-    async def measure(self, rate: float, seconds: float) -> Latencies:
+    async def measure(self, rate: float, seconds: float) -> Sample:
         latencies: list[float] = []
         start = time.perf_counter()
         changes = []
@@ -285,7 +278,7 @@ class PropagationProbe:
                 raise SystemExit("the status changes ran out of orders to move; place more")
             changes.append(asyncio.create_task(self._change(self._ready.popleft(), latencies)))
         await asyncio.gather(*changes)
-        return percentiles(latencies) if len(latencies) > 1 else Latencies(0, 0.0, 0.0)
+        return sample_of(latencies, rate, 0)
 
     async def _change(self, order: WalkingOrder, latencies: list[float]) -> None:
         change = Change(order)
@@ -350,7 +343,8 @@ async def status_changes_against_bare(customers: list[Customer], products: list[
             http, customers, products, changes=30 * CALIBRATION_SECONDS, bare=False))
         calibration = Measured("calibration")
         async with streams_open(calibrating):
-            await _metered_changes(calibration, calibrating, 30, CALIBRATION_SECONDS)
+            await _metered(calibration, CALIBRATION_SECONDS, 30,
+                           lambda: calibrating.measure(30, CALIBRATION_SECONDS))
         rate = rate_for_half_the_machine(calibration.system_ms())
         print(f"status changes at {rate:,.0f}/s (half the machine), {runs} runs of {seconds} s",
               flush=True)
@@ -365,7 +359,8 @@ async def status_changes_against_bare(customers: list[Customer], products: list[
         async with streams_open(probes[0]), streams_open(probes[1]):
             for _ in range(runs):
                 for probe, m in zip(probes, measured, strict=True):
-                    await _metered_changes(m, probe, rate, seconds)
+                    await _metered(m, seconds, rate,
+                                   lambda p=probe: p.measure(rate, seconds))
     for m in measured:
         m.print("change")
     missed = probes[0].missed + probes[1].missed
@@ -373,15 +368,6 @@ async def status_changes_against_bare(customers: list[Customer], products: list[
               f"{probes[0].missed}, bare {probes[1].missed}"
     print(f"  {verdict}")
     return PipelineCosts("change", rate, *measured, verdict, missed)
-
-
-async def _metered_changes(measured: Measured, probe: PropagationProbe, rate: float,
-                           seconds: float) -> None:
-    before = cpu_reading()
-    latencies = await probe.measure(rate, seconds)
-    measured.cpu.append(cpu_use(before, cpu_reading(), rate * seconds))
-    measured.samples.append(Sample(rps=rate, p50_ms=latencies.p50_ms, p99_ms=latencies.p99_ms,
-                                   non_2xx=0))
 
 
 @contextlib.asynccontextmanager

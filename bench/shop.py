@@ -109,16 +109,21 @@ async def tracking_caught_up(customers: list[Customer], deadline: float = 120) -
     """Seconds from now until every order of the bench customers is tracked (its event went
     through the outbox, RabbitMQ and the tracking consumer), or None past the deadline. The
     events are part of what an order costs: throughput that leaves them behind is not kept."""
+    return await seconds_until(
+        """SELECT NOT EXISTS (SELECT FROM orders.orders o
+                              WHERE o.user_id = any($1::uuid[]) AND NOT EXISTS (
+                                  SELECT FROM tracking.trackings t WHERE t.order_id = o.id))""",
+        [c.user_id for c in customers], deadline=deadline)
+
+
+async def seconds_until(query: str, *arguments: object, deadline: float) -> float | None:
+    """Seconds from now until `query` (on the bench's database) answers true, or None past
+    the deadline."""
     conn = await asyncpg.connect(bench_database_dsn())
     started = time.monotonic()
     try:
         while time.monotonic() - started < deadline:
-            untracked = await conn.fetchval(
-                """SELECT count(*) FROM orders.orders o
-                   WHERE o.user_id = any($1::uuid[]) AND NOT EXISTS (
-                       SELECT FROM tracking.trackings t WHERE t.order_id = o.id)""",
-                [c.user_id for c in customers])
-            if untracked == 0:
+            if await conn.fetchval(query, *arguments):
                 return time.monotonic() - started
             await asyncio.sleep(0.05)
         return None

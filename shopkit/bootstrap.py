@@ -34,7 +34,11 @@ class ServiceDatabase:
 
     @property
     def database(self) -> str:
-        return unquote(urlsplit(self.dsn).path.lstrip("/"))
+        return database_of(self.dsn)
+
+
+def database_of(dsn: str) -> str:
+    return unquote(urlsplit(dsn).path.lstrip("/"))
 
 
 def with_database(dsn: str, database: str) -> str:
