@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 ENV := scripts/with-env
 
-.PHONY: run test bench lint setup env infra db admin clean
+.PHONY: run demo test screenshots bench lint setup env infra db admin clean
 
 $(VENV)/.installed: pyproject.toml
 	@PYTHON=$(PYTHON) scripts/ensure-venv $(VENV)
@@ -28,6 +28,12 @@ db: setup infra
 run: db
 	$(ENV) scripts/run-components Procfile
 
+# make demo: the system of `make run`, seeded through its API (demo/) with a sample catalogue, a
+# demo admin and a demo shopper whose order is on its way; their credentials are printed at
+# start. Running it again adds nothing.
+demo: db
+	$(ENV) python -m demo
+
 # After the whole suite, the integration tests once more with every service behind a PgBouncer
 # in transaction pooling mode (tests/pgbouncer.py); the cluster tests start RabbitMQ nodes and
 # Postgres clusters of their own (tests/cluster_tests).
@@ -35,10 +41,16 @@ test: setup infra
 	@$(ENV) scripts/ensure-compose-parser
 	@scripts/ensure-cluster-tools
 	@scripts/ensure-bench-tools
+	@scripts/ensure-browser
 	@PYTHON=$(PYTHON) scripts/ensure-checkov
 	$(ENV) ruff check .
 	$(ENV) python -m pytest $(PYTEST_ARGS)
 	SHOP_TEST_PGBOUNCER=1 $(ENV) python -m pytest -q tests/integration
+
+# The front end's screenshots in docs/screenshots (README), taken again by its browser tests.
+screenshots: setup infra
+	@scripts/ensure-browser
+	SHOP_SCREENSHOTS=docs/screenshots $(ENV) python -m pytest -q tests/browser
 
 # make bench: the system as `make run` starts it, in a database and a RabbitMQ vhost of its own
 # (bench/isolation.py), measured against nginx auth_request and bare ceilings; results in

@@ -13,6 +13,7 @@ from gateway.revocations import TOKEN_CACHE_KEY, token_cache
 from gateway.routes import Access, match_route
 from gateway.settings import GatewaySettings
 from gateway.shares import ClientShares
+from gateway.storefront import PAGE_PATH, add_storefront
 from gateway.upstream import (
     HTTP_KEY,
     SETTINGS_KEY,
@@ -20,17 +21,25 @@ from gateway.upstream import (
     STREAM_SLOTS_KEY,
     UPSTREAMS_KEY,
     StreamSlots,
-    authenticate,
+    admit,
     client_address,
     forward,
     forward_stream,
+    operations_of,
 )
 from shopkit import errors
 from shopkit.clients import client_bucket
 from shopkit.health import live
-from shopkit.identity import Identity, Role
 from shopkit.metrics import ROUTE_LABEL_KEY
 from shopkit.openapi import documented
+from shopkit.operations import (
+    UNKNOWN_BACKLOG,
+    ComponentReadiness,
+    DeadLetterQueue,
+    Operations,
+    ServiceOperations,
+    ServiceOutbox,
+)
 from shopkit.operator import serve_metrics
 from shopkit.tuning import UPSTREAM_DNS_CACHE_SECONDS
 from shopkit.web import (
@@ -40,16 +49,25 @@ from shopkit.web import (
     base_middlewares,
     component_app,
     dumps,
+    ok,
     request_id,
 )
 
 READINESS_TIMEOUT_SECONDS = 2.0
 READINESS_KEY = web.AppKey("readiness", Recent)
 CLIENT_SHARES_KEY = web.AppKey("client_shares", ClientShares)
+# Each service's dead-letter queues, as it last named them to this instance: while it cannot
+# be asked, they are still listed (their counts unknown) rather than dropped from the panel.
+KNOWN_DEAD_LETTERS_KEY = web.AppKey("known_dead_letters", dict)
+OPERATIONS_PATH = "/api/admin/operations"
 
 
 # Answered by the gateway itself, for GET only; other methods must not reach the proxy.
-LOCAL_PATHS = frozenset({"/api/ping", SPEC_PATH, DOCS_PATH, "/health/live", "/health/ready"})
+LOCAL_PATHS = frozenset(
+    {"/api/ping", SPEC_PATH, DOCS_PATH, PAGE_PATH, "/health/live", "/health/ready"}
+)
+# The same, for an admin only: other methods are 405 too, but only once the caller is admitted.
+LOCAL_ADMIN_PATHS = frozenset({OPERATIONS_PATH})
 
 
 # The methods routes are served with. Any other (TRACE, ...) goes on anonymously, so the
@@ -79,12 +97,11 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         raise errors.PayloadTooLarge()
     address = client_address(request, request.app[SETTINGS_KEY].trusted_proxies)
     with request.app[CLIENT_SHARES_KEY].turn(client_bucket(address)) as turn:
-        caller = Identity(Role.ANONYMOUS, client_address=address)
-        if request.method in API_METHODS and route.needs_token:
-            caller = await authenticate(request, address)
-            if route.access is Access.ADMIN and caller.role is not Role.ADMIN:
-                raise errors.Forbidden()
+        access = route.access if request.method in API_METHODS else Access.PUBLIC
+        caller = await admit(request, access, address)
         if route.service is None:
+            if request.path in LOCAL_ADMIN_PATHS:
+                raise errors.MethodNotAllowed(headers={"Allow": "GET,HEAD"})
             raise errors.NotFound()
         if route.streaming and request.method == "GET":
             # Once open, a stream counts against its user's and the instance's stream caps.
@@ -117,6 +134,49 @@ async def ping(request: web.Request) -> web.Response:
         content_type="application/json",
         headers=None if healthy else {"Retry-After": "5"},
     )
+
+
+@documented("Each component's readiness, each service's outbox backlog and each consumer's "
+            "dead-letter queue; 200 while parts are down, which show as not ready or null",
+            Access.ADMIN, answer=Operations, tag="operator")
+async def operations(request: web.Request) -> web.Response:
+    """Readiness as `/api/ping` has it (at most `fanout_cache_seconds` old); each service's
+    part asked of it now, all at once, each for at most OPERATIONS_TIMEOUT_SECONDS."""
+    address = client_address(request, request.app[SETTINGS_KEY].trusted_proxies)
+    caller = await admit(request, Access.ADMIN, address)
+    services = list(request.app[UPSTREAMS_KEY])
+    readiness, parts = await asyncio.gather(
+        request.app[READINESS_KEY].get(),
+        asyncio.gather(*(operations_of(request, caller, name) for name in services)),
+    )
+    by_service = dict(zip(services, parts, strict=True))
+    return ok(Operations(
+        components=[
+            ComponentReadiness(name="gateway", ready=True),  # it is answering
+            *(ComponentReadiness(name=name, ready=readiness.get(name) == "ok")
+              for name in services),
+        ],
+        outboxes=[
+            ServiceOutbox(service=name, **(part.outbox if part else UNKNOWN_BACKLOG).model_dump())
+            for name, part in by_service.items()
+        ],
+        dead_letters=_dead_letters(request.app[KNOWN_DEAD_LETTERS_KEY], by_service),
+    ))
+
+
+def _dead_letters(
+    known: dict[str, list[str]], parts: dict[str, ServiceOperations | None]
+) -> list[DeadLetterQueue]:
+    """Each service's dead-letter queues as it told them; for one that did not answer, those
+    it named last time, counts unknown. `known` is brought up to date."""
+    listed: list[DeadLetterQueue] = []
+    for name, part in parts.items():
+        if part is None:
+            listed += [DeadLetterQueue(queue=queue, messages=None) for queue in known.get(name, ())]
+        else:
+            known[name] = [dead.queue for dead in part.dead_letters]
+            listed += part.dead_letters
+    return listed
 
 
 def _readiness_of_all(app: web.Application) -> Recent[dict[str, str]]:
@@ -179,6 +239,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
     app[UPSTREAMS_KEY] = settings.upstreams()
     app[STREAM_SLOTS_KEY] = StreamSlots(settings.max_streams)
     app[CLIENT_SHARES_KEY] = ClientShares(settings.max_requests_per_client)
+    app[KNOWN_DEAD_LETTERS_KEY] = {}
     app.cleanup_ctx.append(_http_clients)
     app.cleanup_ctx.append(
         token_cache(
@@ -190,7 +251,9 @@ def create_app(settings: GatewaySettings) -> web.Application:
     app.router.add_get("/health/live", live)
     app.router.add_get("/health/ready", live)
     app.router.add_get("/api/ping", ping)
+    app.router.add_get(OPERATIONS_PATH, operations)
     add_docs(app)
+    add_storefront(app)
     serve_metrics(app, settings)
     app.router.add_route("*", "/{path:.*}", proxy)
     return app

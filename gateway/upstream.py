@@ -1,4 +1,5 @@
-"""Calls from the gateway to the services: token validation, proxying, readiness.
+"""Calls from the gateway to the services: token validation, proxying, the operations panel's
+parts.
 
 Requests share one pooled keep-alive ClientSession; event streams have a session of their own,
 with its own connections and a ceiling, so that no number of open streams can take the
@@ -18,6 +19,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
+from pydantic import ValidationError
 from yarl import URL
 
 from gateway.revocations import TOKEN_CACHE_KEY
@@ -26,6 +28,8 @@ from gateway.settings import GatewaySettings, Upstream
 from gateway.tokens import Validated
 from shopkit import errors
 from shopkit.identity import IDENTITY_HEADER, Identity, Role, sign_identity
+from shopkit.openapi import Access
+from shopkit.operations import OPERATIONS_PATH, ServiceOperations, ServiceOperationsAnswer
 from shopkit.web import REQUEST_ID_HEADER, read_body, request_id
 
 HTTP_KEY = web.AppKey("http", aiohttp.ClientSession)
@@ -34,6 +38,9 @@ SETTINGS_KEY = web.AppKey("gateway_settings", GatewaySettings)
 UPSTREAMS_KEY = web.AppKey("upstreams", dict)
 
 VALIDATE_PATH = "/internal/sessions/validate"
+# How long the operations panel waits for a service's part: longer than a service gives its
+# own dependencies (shopkit.operations.PART_TIMEOUT_SECONDS), short enough for a panel.
+OPERATIONS_TIMEOUT_SECONDS = 2.0
 
 # Never forwarded in either direction (RFC 9110 §7.6.1), nor anything a Connection header names:
 # a client must not be able to make the gateway drop or pass a header by listing it there.
@@ -145,6 +152,29 @@ def _address_in(entry: str) -> str | None:
         return None
 
 
+async def admit(request: web.Request, access: Access, address: str) -> Identity:
+    """The caller as `access` needs it: anonymous where anyone may call; else the token's
+    holder (401 without a valid token), who must be an admin where `access` says so (403)."""
+    if access is Access.PUBLIC:
+        return Identity(Role.ANONYMOUS, client_address=address)
+    caller = await authenticate(request, address)
+    if access is Access.ADMIN and caller.role is not Role.ADMIN:
+        raise errors.Forbidden()
+    return caller
+
+
+def vouching_headers(
+    request: web.Request, caller: Identity, upstream: Upstream, method: str, target: str,
+    body: bytes = b"",
+) -> dict[str, str]:
+    """For a call the gateway makes of its own: the request id, and `caller` vouched for to
+    that service, bound to that call (method, path, body)."""
+    return {
+        REQUEST_ID_HEADER: request_id(request),
+        IDENTITY_HEADER: sign_identity(caller, upstream.key, method, target, body),
+    }
+
+
 async def authenticate(request: web.Request, address: str) -> Identity:
     """The caller's identity, from the token cache or else from auth; 401 / 503 otherwise."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
@@ -173,8 +203,7 @@ async def _validate(request: web.Request, token: str, address: str) -> Validated
     anonymous = Identity(Role.ANONYMOUS, client_address=address)
     body = orjson.dumps({"token": token})
     headers = {
-        REQUEST_ID_HEADER: request_id(request),
-        IDENTITY_HEADER: sign_identity(anonymous, auth.key, "POST", VALIDATE_PATH, body),
+        **vouching_headers(request, anonymous, auth, "POST", VALIDATE_PATH, body),
         "Content-Type": "application/json",
     }
     try:
@@ -205,6 +234,27 @@ def _timeout(settings: GatewaySettings) -> aiohttp.ClientTimeout:
 def _client_timeout(total: float, connect: float) -> aiohttp.ClientTimeout:
     """One object per pair of timeouts, not one per request."""
     return aiohttp.ClientTimeout(total=total, sock_connect=connect)
+
+
+async def operations_of(
+    request: web.Request, caller: Identity, service: str
+) -> ServiceOperations | None:
+    """The service's own part of the operations panel, asked with the (admin) caller's
+    identity; None when it does not give one within OPERATIONS_TIMEOUT_SECONDS."""
+    upstream: Upstream = request.app[UPSTREAMS_KEY][service]
+    settings = request.app[SETTINGS_KEY]
+    try:
+        async with request.app[HTTP_KEY].get(
+            upstream.url + OPERATIONS_PATH,
+            headers=vouching_headers(request, caller, upstream, "GET", OPERATIONS_PATH),
+            timeout=_client_timeout(OPERATIONS_TIMEOUT_SECONDS,
+                                    settings.upstream_connect_timeout_seconds),
+        ) as response:
+            if response.status != 200:
+                return None
+            return ServiceOperationsAnswer.model_validate_json(await response.read()).data
+    except (aiohttp.ClientError, TimeoutError, ValidationError):
+        return None
 
 
 async def forward(request: web.Request, route: Route, caller: Identity) -> web.StreamResponse:

@@ -11,7 +11,7 @@ from uuid import UUID
 from aiohttp import web
 
 from shopkit import db, errors
-from shopkit.broker import Broker
+from shopkit.broker import Broker, BrokerUnavailable
 from shopkit.consumer import Consumer, Subscription
 from shopkit.health import Health, live
 from shopkit.identity import (
@@ -25,8 +25,16 @@ from shopkit.identity import (
 from shopkit.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, POOL_CONNECTIONS, Refresh
 from shopkit.migrations import MigrationSet, apply_migrations
 from shopkit.openapi import OPENAPI_PATH, Access, documented, serve_description
+from shopkit.operations import (
+    OPERATIONS_PATH,
+    PART_TIMEOUT_SECONDS,
+    UNKNOWN_BACKLOG,
+    DeadLetterQueue,
+    OutboxBacklog,
+    ServiceOperations,
+)
 from shopkit.operator import serve_metrics
-from shopkit.outbox import OutboxRelay, prune_published
+from shopkit.outbox import Backlog, OutboxRelay, backlog, prune_published
 from shopkit.settings import ServiceSettings
 from shopkit.tasks import background, finish_or_cancel, periodic
 from shopkit.web import Handler, base_middlewares, component_app, ok, read_body
@@ -44,6 +52,7 @@ def settings_of(app: web.Application, kind: type[S]) -> S:
 POOL_KEY = web.AppKey("pool", db.Pool)
 BROKER_KEY = web.AppKey("broker", Broker)
 CONSUMERS_KEY = web.AppKey("consumers", list)
+SUBSCRIPTIONS_KEY = web.AppKey("subscriptions", tuple)
 IDENTITY_KEY = web.RequestKey("identity", Identity)
 NOT_FROM_GATEWAY = "This service only answers requests that come through the gateway."
 
@@ -196,6 +205,45 @@ async def ready(request: web.Request) -> web.Response:
     raise errors.ServiceUnavailable(f"Not ready: {down} unavailable.").with_details(checks)
 
 
+@documented("This service's outbox backlog and its consumers' dead-letter counts, for the "
+            "gateway's GET /api/admin/operations; a part that cannot be read is null",
+            Access.ADMIN, answer=ServiceOperations, tag="internal")
+async def operations(request: web.Request) -> web.Response:
+    require_admin(request)
+    app = request.app
+    outbox, dead_letters = await asyncio.gather(
+        _outbox_backlog(app[POOL_KEY], PART_TIMEOUT_SECONDS),
+        asyncio.gather(
+            *(_dead_letters(app[BROKER_KEY], s.dead_letters) for s in app[SUBSCRIPTIONS_KEY])
+        ),
+    )
+    backlog_now = UNKNOWN_BACKLOG if outbox is None else OutboxBacklog(
+        unsent=outbox.unsent, oldest_unsent_age_seconds=outbox.oldest_age_seconds
+    )
+    return ok(ServiceOperations(outbox=backlog_now, dead_letters=dead_letters))
+
+
+async def _outbox_backlog(pool: db.Pool, within: float) -> Backlog | None:
+    """None when the database cannot tell (is_transient) within `within` seconds; anything
+    else is a fault of ours and is raised."""
+    try:
+        async with asyncio.timeout(within), pool.acquire() as conn:
+            return await backlog(conn)
+    except Exception as exc:
+        if not db.is_transient(exc):
+            raise
+        return None
+
+
+async def _dead_letters(broker: Broker, queue: str) -> DeadLetterQueue:
+    try:
+        async with asyncio.timeout(PART_TIMEOUT_SECONDS):
+            messages: int | None = await broker.count_messages(queue)
+    except (BrokerUnavailable, TimeoutError):
+        messages = None
+    return DeadLetterQueue(queue=queue, messages=messages)
+
+
 async def _postgres_check(pool: db.Pool) -> str:
     try:
         async with asyncio.timeout(2), pool.acquire() as conn:
@@ -220,6 +268,7 @@ def service_app(
     )
     app[SETTINGS_KEY] = settings
     app[CONSUMERS_KEY] = []
+    app[SUBSCRIPTIONS_KEY] = tuple(subscriptions)
     app.cleanup_ctx.append(_database(name, migrations))
     app.cleanup_ctx.append(_broker(name))
     app.cleanup_ctx.extend(_outbox_relay(name))
@@ -228,6 +277,7 @@ def service_app(
     app.on_shutdown.append(_stop_consumers)
     app.router.add_get("/health/live", live)
     app.router.add_get("/health/ready", ready)
+    app.router.add_get(OPERATIONS_PATH, operations)
     serve_metrics(app, settings, _pool_gauges(name), _outbox_gauges(name))
     app.add_routes(routes)
     serve_description(app, f"shop {name} service")
@@ -245,18 +295,10 @@ def _pool_gauges(component: str) -> Refresh:
 
 def _outbox_gauges(component: str) -> Refresh:
     async def refresh(app: web.Application) -> None:
-        try:
-            async with asyncio.timeout(2), app[POOL_KEY].acquire() as conn:
-                row = await conn.fetchrow(
-                    """
-                    SELECT count(*) AS backlog,
-                           coalesce(extract(epoch FROM now() - min(created_at)), 0) AS age
-                    FROM outbox WHERE published_at IS NULL
-                    """
-                )
-        except db.DATABASE_ERRORS:
+        outbox = await _outbox_backlog(app[POOL_KEY], within=2)
+        if outbox is None:
             return  # the scrape still answers; these two gauges keep their last values
-        OUTBOX_BACKLOG.labels(component).set(row["backlog"])
-        OUTBOX_OLDEST_AGE.labels(component).set(float(row["age"]))
+        OUTBOX_BACKLOG.labels(component).set(outbox.unsent)
+        OUTBOX_OLDEST_AGE.labels(component).set(outbox.oldest_age_seconds or 0.0)
 
     return refresh

@@ -30,6 +30,7 @@ class BrokerUnavailable(ServiceUnavailable):
 _NEXT_URL = re.compile(r",(?=amqps?://)")
 _URL = re.compile(r"^(?P<scheme>amqps?://)(?P<user>[^@/]*@)?(?P<hosts>[^/?#]*)(?P<rest>.*)$")
 CONNECT_TIMEOUT_SECONDS = 5
+CHANNEL_CLOSE_TIMEOUT_SECONDS = 0.5
 
 
 def node_urls(url: str) -> list[str]:
@@ -77,6 +78,23 @@ def closed_event(connection: AbstractConnection, *channels: AbstractChannel) -> 
     for closing in (connection, *channels):
         closing.close_callbacks.add(lambda *_: closed.set())
     return closed
+
+
+async def count_messages(connection: AbstractConnection, queue: str) -> int:
+    """How many messages wait in `queue` now, by a passive declare (which needs no right, and
+    counts a quorum queue as it is now, unlike the management API's figures). On a channel of
+    its own: RabbitMQ closes the channel of a declare that names no queue."""
+    channel = await connection.channel(publisher_confirms=False)
+    try:
+        declared = await channel.declare_queue(queue, passive=True)
+        return declared.declaration_result.message_count or 0
+    finally:
+        # Bounded, also when the caller's own deadline cancelled the declare: a broker that
+        # stopped answering must not hold the caller past it for long.
+        if not channel.is_closed:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(CHANNEL_CLOSE_TIMEOUT_SECONDS):
+                    await channel.close()
 
 
 @dataclass(frozen=True)
@@ -171,6 +189,17 @@ class Broker:
                 message, routing_key=outgoing.event_type, mandatory=True,
                 timeout=self._publish_timeout,
             )
+        except (OSError, TimeoutError, aio_pika.exceptions.AMQPError, RuntimeError) as exc:
+            raise BrokerUnavailable() from exc
+
+    async def count_messages(self, queue: str) -> int:
+        """How many messages wait in `queue` (count_messages), asked on this component's own
+        connection; BrokerUnavailable when there is none, or the queue cannot be read."""
+        connection = self._connection
+        if not self.is_ready or connection is None:
+            raise BrokerUnavailable()
+        try:
+            return await count_messages(connection, queue)
         except (OSError, TimeoutError, aio_pika.exceptions.AMQPError, RuntimeError) as exc:
             raise BrokerUnavailable() from exc
 

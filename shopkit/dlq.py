@@ -8,7 +8,7 @@ import contextlib
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings
 
-from shopkit.broker import connect_to_a_node
+from shopkit.broker import connect_to_a_node, count_messages
 from shopkit.consumer import REASON_HEADER, RETRIES_HEADER, Subscription, copy_of
 from shopkit.settings import READING
 
@@ -23,12 +23,9 @@ async def dead_letter_counts(url: str, queues: list[str]) -> dict[str, int]:
     """How many messages wait in each queue's DLQ."""
     connection = await connect_to_a_node(url, "dlq tool")
     try:
-        channel = await connection.channel()
-        counts = {}
-        for queue in queues:
-            declared = await channel.declare_queue(f"{queue}.dlq", durable=True, passive=True)
-            counts[f"{queue}.dlq"] = declared.declaration_result.message_count or 0
-        return counts
+        return {
+            f"{queue}.dlq": await count_messages(connection, f"{queue}.dlq") for queue in queues
+        }
     finally:
         await connection.close()
 

@@ -257,6 +257,26 @@ class OutboxRelay:
         self._woken.clear()
 
 
+# Rows not yet published, and how long the oldest has waited (NULL when none waits).
+BACKLOG = """
+    SELECT count(*) AS unsent,
+           extract(epoch FROM now() - min(created_at))::float8 AS oldest_age
+    FROM outbox WHERE published_at IS NULL
+"""
+
+
+@dataclass(frozen=True)
+class Backlog:
+    unsent: int
+    oldest_age_seconds: float | None  # None when nothing waits
+
+
+async def backlog(conn: asyncpg.Connection) -> Backlog:
+    """The outbox's backlog, for the metrics (shop_outbox_*) and the operations panel."""
+    row = await conn.fetchrow(BACKLOG)
+    return Backlog(row["unsent"], row["oldest_age"])
+
+
 async def prune_published(pool: db.Pool) -> None:
     async with pool.acquire() as conn:
         await conn.execute(

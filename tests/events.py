@@ -32,6 +32,18 @@ class EventWatcher:
             await asyncio.sleep(0.02)
         raise AssertionError("no event arrived before the deadline")
 
+    async def next_where(
+        self, wanted: Any, deadline_seconds: float = 15
+    ) -> AbstractIncomingMessage:
+        """The next event whose body `wanted` accepts: other tests' events (a session an earlier
+        test's command ended, published by the relay's poll) may come first."""
+        deadline = time.monotonic() + deadline_seconds
+        while (remaining := deadline - time.monotonic()) > 0:
+            message = await self.next(remaining)
+            if wanted(orjson.loads(message.body)):
+                return message
+        raise AssertionError("no such event arrived before the deadline")
+
     async def bodies_until(
         self, done: Any, deadline_seconds: float = 30
     ) -> list[dict[str, Any]]:

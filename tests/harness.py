@@ -119,9 +119,22 @@ class System:
     service_urls: dict[str, str]
     settings: dict[str, Any]
     apps: dict[str, web.Application] = field(default_factory=dict)
+    servers: dict[str, "_Served"] = field(default_factory=dict)
 
     def metrics_url(self, component: str) -> str:
         return self.apps[component][METRICS_URL_KEY]
+
+    async def stop(self, service: str) -> None:
+        """Stops one service, as if its process ended: its port refuses connections."""
+        await self.servers[service].close()
+
+    async def start(self, service: str) -> None:
+        """Starts a fresh instance of a stopped service on its old port, as a restarted
+        process would come back."""
+        create_app, _ = SERVICES[service]
+        self.apps[service] = create_app(self.settings[service])
+        port = URL(self.service_urls[service]).port or 0
+        self.servers[service] = await _serve(self.apps[service], self.settings[service], port)
 
 
 @dataclass
@@ -130,15 +143,18 @@ class _Served:
 
     runner: web.AppRunner
     url: str
+    closed: bool = False
 
     async def close(self) -> None:
-        await self.runner.cleanup()
+        if not self.closed:
+            self.closed = True
+            await self.runner.cleanup()
 
 
-async def _serve(app: web.Application, settings: ComponentSettings) -> _Served:
+async def _serve(app: web.Application, settings: ComponentSettings, port: int = 0) -> _Served:
     runner = EnvelopeAppRunner(app, **connection_options(settings))
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
     host, port = runner.addresses[0][:2]
     return _Served(runner, f"http://{host}:{port}")
 
@@ -149,7 +165,7 @@ async def running_system(
 ) -> AsyncIterator[System]:
     """Starts the four services and a gateway; `auth={...}`, `gateway={...}` and so on
     override that component's settings."""
-    servers: list[_Served] = []
+    servers: dict[str, _Served] = {}
     settings: dict[str, Any] = {}
     apps: dict[str, web.Application] = {}
     try:
@@ -160,16 +176,14 @@ async def running_system(
                 **{**TEST_SETTINGS.get(name, {}), **overrides.get(name, {})},
             )
             apps[name] = create_app(settings[name])
-            server = await _serve(apps[name], settings[name])
-            servers.append(server)
-            urls[name] = server.url
+            servers[name] = await _serve(apps[name], settings[name])
+            urls[name] = servers[name].url
         settings["gateway"] = gateway_settings(urls, **overrides.get("gateway", {}))
         apps["gateway"] = create_gateway(settings["gateway"])
-        gateway_server = await _serve(apps["gateway"], settings["gateway"])
-        servers.append(gateway_server)
-        yield System(gateway_server.url, urls, settings, apps)
+        servers["gateway"] = await _serve(apps["gateway"], settings["gateway"])
+        yield System(servers["gateway"].url, urls, settings, apps, servers)
     finally:
-        for server in reversed(servers):
+        for server in reversed(servers.values()):
             await server.close()
 
 
