@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 ENV := scripts/with-env
 
-.PHONY: run demo test screenshots bench lint setup env infra db admin clean
+.PHONY: run demo test screenshots bench lint setup env infra db admin backup restore clean
 
 $(VENV)/.installed: pyproject.toml
 	@PYTHON=$(PYTHON) scripts/ensure-venv $(VENV)
@@ -42,6 +42,7 @@ test: setup infra
 	@scripts/ensure-cluster-tools
 	@scripts/ensure-bench-tools
 	@scripts/ensure-browser
+	@scripts/ensure-promtool
 	@PYTHON=$(PYTHON) scripts/ensure-checkov
 	$(ENV) ruff check .
 	$(ENV) python -m pytest $(PYTEST_ARGS)
@@ -63,6 +64,17 @@ bench: setup infra
 admin: db
 	@test -n "$(EMAIL)" || { echo "usage: ADMIN_PASSWORD=... make admin EMAIL=you@example.com"; exit 2; }
 	$(ENV) sh -c 'DATABASE_URL="$$AUTH_DATABASE_URL" IDENTITY_SECRET="$$AUTH_IDENTITY_SECRET" RABBITMQ_URL="$$AUTH_RABBITMQ_URL" exec python -m services.auth create-admin "$$0"' "$(EMAIL)"
+
+# make backup: one consistent backup of the shop `make run` serves (every service's schema from
+# one snapshot, and RabbitMQ's definitions) into backups/<database>-<UTC time>.tar (BACKUP_DIR
+# to change). make restore FILE=...: that shop back into an empty database and vhost; FORCE=1
+# replaces one that holds data. What happens to events in flight: README, "Backups".
+backup: setup infra
+	$(ENV) python -m services.backup create
+
+restore: setup infra
+	@test -n "$(FILE)" || { echo "usage: make restore FILE=backups/<database>-<time>.tar [FORCE=1]"; exit 2; }
+	$(ENV) python -m services.backup restore $(if $(filter 1 yes true,$(FORCE)),--force )"$(FILE)"
 
 lint: setup
 	$(ENV) ruff check .

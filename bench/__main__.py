@@ -25,7 +25,7 @@ from bench.processes import (
 )
 from bench.report import IMAGE, Results, report, verdicts
 from bench.same_rate import hop_costs, orders_against_bare, status_changes_against_bare
-from bench.scenarios import authenticated_reads, identity_cost
+from bench.scenarios import authenticated_reads, identity_cost, tracing_off_cost
 from bench.shop import prepare, vacuumed
 
 SCENARIOS = {1: "reads at full speed", 2: "one hop at one rate", 3: "orders at one rate",
@@ -54,7 +54,7 @@ def main() -> None:
         runs, seconds = args.runs, args.seconds
         scenarios = {
             1: lambda: authenticated_reads(customers[0], runs, seconds),
-            2: lambda: hop_costs(customers[0], runs, seconds),
+            2: lambda: hop_costs(customers[0], runs, seconds, log_dir),
             3: lambda: asyncio.run(orders_against_bare(customers, products, runs, seconds)),
             4: lambda: asyncio.run(status_changes_against_bare(customers, products, runs,
                                                                seconds)),
@@ -69,9 +69,10 @@ def main() -> None:
             measured[number] = scenario()
         loaded = resident_memory()
     draw(measured[5], args.output.parent / IMAGE)
-    results = Results(measured[1], measured[2], measured[3], measured[4], measured[5],
+    results = Results(measured[1], measured[2].costs, measured[3], measured[4], measured[5],
                       {"rest": rest, "rest_in_files": rest_in_files, "loaded": loaded},
-                      autovacuum, identity_cost())
+                      autovacuum, identity_cost(), measured[2].resident_traced,
+                      tracing_off_cost())
     args.output.parent.mkdir(exist_ok=True)
     args.output.write_text(report(results, args.runs, args.seconds))
     print("against the targets:")

@@ -29,7 +29,13 @@ NGINX_PORT = 18090
 QUIET_GATEWAY = "gateway, no access log"
 BARE_PROXY = "bare proxy hop"
 BARE_PIPELINE = "bare pipeline"
-EXTRA_PORTS = {QUIET_GATEWAY: 18091, BARE_PIPELINE: 18093}
+# Tracing's cost (scenario 2): a gateway, auth and orders with tracing on at the default
+# sampling, exporting to an OTLP/HTTP sink of the bench's own (bench/otlp_sink.py).
+TRACED = {name: f"{name}, traced" for name in ("gateway", "auth", "orders")}
+TRACED_GATEWAY = TRACED["gateway"]
+OTLP_SINK = "OTLP sink"
+EXTRA_PORTS = {QUIET_GATEWAY: 18091, BARE_PIPELINE: 18093, TRACED_GATEWAY: 18095,
+               TRACED["auth"]: 18096, TRACED["orders"]: 18097, OTLP_SINK: 18098}
 # A bare proxy hop in front of each service the reads go to.
 BARE_PROXY_PORTS = {"auth": 18092, "orders": 18094}
 # The bench's customers register from one address and place thousands of orders each, and its
@@ -41,10 +47,16 @@ BENCH_LIMITS = {"REGISTRATIONS_PER_ADDRESS": "1000000", "MAX_OPEN_ORDERS_PER_USE
 NGINX_CONF = Path(__file__).with_name("nginx.conf")
 
 
+def untraced_environment() -> dict[str, str]:
+    """The environment without OpenTelemetry's variables: the system's components run with
+    tracing off (its cost is measured by components of their own, `running_traced`)."""
+    return {name: value for name, value in os.environ.items() if not name.startswith("OTEL_")}
+
+
 @contextmanager
 def running_system(log_dir: Path) -> Iterator[None]:
     """All five components, as `make run` runs them, on ports of their own."""
-    env = {**os.environ, **BENCH_LIMITS,
+    env = {**untraced_environment(), **BENCH_LIMITS,
            # Auth stands in for the gateway behind nginx, vouching to itself and to orders.
            "FRONT_PROXY_CHECK": "true",
            "FRONT_PROXY_SECRETS": orjson.dumps(
@@ -62,6 +74,55 @@ def running_system(log_dir: Path) -> Iterator[None]:
         with running_process(QUIET_GATEWAY, [sys.executable, "-m", "gateway"], gateway,
                              f"http://127.0.0.1:{EXTRA_PORTS[QUIET_GATEWAY]}/api/ping", log_dir):
             yield
+
+
+@contextmanager
+def running_traced(log_dir: Path) -> Iterator[None]:
+    """Beside the system: the OTLP sink, and a gateway in front of an auth and an orders
+    instance of their own (tracking and notifications are the system's), all three traced at
+    the default sampling (every request) and exporting to the sink."""
+    base = {**untraced_environment(), **BENCH_LIMITS, "METRICS_PORT": "0",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{EXTRA_PORTS[OTLP_SINK]}"}
+    services = {
+        service: {**base, "PORT": str(EXTRA_PORTS[TRACED[service]]),
+                  "IDENTITY_SECRET": os.environ[f"{service.upper()}_IDENTITY_SECRET"],
+                  "DATABASE_URL": os.environ[f"{service.upper()}_DATABASE_URL"],
+                  "RABBITMQ_URL": os.environ[f"{service.upper()}_RABBITMQ_URL"],
+                  # Idle but for the reads sent to it: its relay takes none of the system's
+                  # events, its sweeps none of its orders.
+                  "OUTBOX_POLL_INTERVAL_SECONDS": "3600",
+                  "PLACED_ORDER_SWEEP_INTERVAL_SECONDS": "3600",
+                  "BENCH_PROCESS": TRACED[service]}
+        for service in ("auth", "orders")
+    }
+    gateway = {**base, "PORT": str(EXTRA_PORTS[TRACED_GATEWAY]),
+               "RABBITMQ_URL": os.environ["GATEWAY_RABBITMQ_URL"],
+               **{f"{name.upper()}_URL": f"http://127.0.0.1:{port}"
+                  for name, port in PORTS.items() if name != "gateway"},
+               **{f"{service.upper()}_URL": f"http://127.0.0.1:{EXTRA_PORTS[TRACED[service]]}"
+                  for service in services},
+               "BENCH_PROCESS": TRACED_GATEWAY}
+    with contextlib.ExitStack() as running:
+        sink = f"http://127.0.0.1:{EXTRA_PORTS[OTLP_SINK]}"
+        running.enter_context(running_process(
+            OTLP_SINK, [sys.executable, "-m", "bench.otlp_sink", "--port",
+                        str(EXTRA_PORTS[OTLP_SINK])],
+            {**untraced_environment(), "BENCH_PROCESS": OTLP_SINK}, f"{sink}/stats", log_dir))
+        for service, env in services.items():
+            running.enter_context(running_process(
+                TRACED[service], [sys.executable, "-m", f"services.{service}"], env,
+                f"http://127.0.0.1:{env['PORT']}/health/ready", log_dir))
+        running.enter_context(running_process(
+            TRACED_GATEWAY, [sys.executable, "-m", "gateway"], gateway,
+            f"http://127.0.0.1:{EXTRA_PORTS[TRACED_GATEWAY]}/api/ping", log_dir))
+        yield
+
+
+def sink_stats() -> dict[str, int]:
+    """What the OTLP sink has received so far: exports, bytes, spans."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{EXTRA_PORTS[OTLP_SINK]}/stats",
+                                timeout=5) as response:
+        return orjson.loads(response.read())
 
 
 @contextmanager

@@ -9,7 +9,15 @@ from dataclasses import dataclass
 from bench.cpu import CpuUse, cpu_summary
 from bench.curve import Point
 from bench.load import Summary
-from bench.processes import BARE_PROXY, PORTS, QUIET_GATEWAY, machine
+from bench.processes import (
+    BARE_PROXY,
+    OTLP_SINK,
+    PORTS,
+    QUIET_GATEWAY,
+    TRACED,
+    TRACED_GATEWAY,
+    machine,
+)
 from bench.same_rate import HALF_THE_MACHINE, HopCosts, PipelineCosts
 
 # The targets: ours at most this many times the ceiling's CPU (or latency) at the same rate.
@@ -31,6 +39,8 @@ class Results:
     memory: dict[str, dict[str, float]]
     autovacuum: bool
     identity_us: tuple[float, float]  # to sign one, to verify one
+    resident_traced: dict[str, float]  # MiB at rest of the traced components
+    tracing_off_us: float  # what tracing's helpers cost an order's path while off
 
 
 def gateway_ratio(hop: HopCosts) -> float:
@@ -145,7 +155,7 @@ def report(results: Results, runs: int, seconds: int) -> str:
         *(f"| {name} | " + ", ".join(f"{p.offered:,.0f}: {p.sample.p50_ms:.1f} / "
                                      f"{p.sample.p99_ms:.1f}" for p in points) + " |"
           for name, points in results.curves.items()),
-        "", *_memory(results), *_identity(results),
+        "", *_memory(results), *_identity(results), "", *_tracing(results),
     ]
     return "\n".join(lines) + "\n"
 
@@ -181,11 +191,11 @@ def _hops(results: Results) -> list[str]:
     for hop in results.hops:
         for name, measured in hop.paths.items():
             # The hop's own process, where there is one (not for the service called directly).
-            process = name if name in ("gateway", QUIET_GATEWAY, BARE_PROXY) else None
+            process, service = hop.parts(name)
             s = measured.summary
             lines.append(
                 f"| {hop.label} at {hop.rate:,.0f}/s | {name} | "
-                f"{measured.ms(process) if process else 0:.3f} | {measured.ms(hop.service):.3f} |"
+                f"{measured.ms(process) if process else 0:.3f} | {measured.ms(service):.3f} |"
                 f" {measured.system_ms():.3f} | {s.median('p50_ms'):.1f} / "
                 f"{s.median('p99_ms'):.1f} |")
     lines += ["", "The access log (one JSON line per request, at the gateway only) costs "
@@ -222,6 +232,48 @@ def _memory(results: Results) -> list[str]:
           for name in PORTS),
         "",
     ]
+
+
+def tracing_costs(hop: HopCosts) -> tuple[tuple[float, float], tuple[float, float]]:
+    """ms of CPU per request, tracing off and on: the gateway's, and the service's behind it."""
+    off, on = hop.paths["gateway"], hop.paths[TRACED_GATEWAY]
+    return ((off.ms("gateway"), on.ms(TRACED_GATEWAY)),
+            (off.ms(hop.service), on.ms(TRACED[hop.service])))
+
+
+def _added(off: float, on: float) -> str:
+    return f"{(on - off) * 1000:+.0f} µs ({(on / off - 1) * 100:+.0f} %)" if off else "n/a"
+
+
+def _tracing(results: Results) -> list[str]:
+    lines = [
+        "## 8. Tracing", "",
+        "The requests of section 2 at the same rates, through a gateway, auth and orders of",
+        "their own with tracing on at the default sampling (every request is recorded),",
+        "exporting over OTLP/HTTP to a sink the bench runs (bench/otlp_sink.py), against the",
+        "system's own with tracing off. ms of CPU per request:", "",
+        "| request | gateway off | gateway on | added | service off | service on | added |"
+        " spans exported per request | the sink's own |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for hop in results.hops:
+        (gateway_off, gateway_on), (service_off, service_on) = tracing_costs(hop)
+        lines.append(
+            f"| {hop.label} at {hop.rate:,.0f}/s | {gateway_off:.3f} | {gateway_on:.3f} |"
+            f" {_added(gateway_off, gateway_on)} | {service_off:.3f} | {service_on:.3f} |"
+            f" {_added(service_off, service_on)} | {hop.spans_per_request:.1f} |"
+            f" {hop.paths[TRACED_GATEWAY].ms(OTLP_SINK):.3f} |")
+    rest = results.memory["rest"]
+    lines += [
+        "", "Resident at rest (MiB), tracing off (the system's) and on (the traced ones):", "",
+        "| component | off | on |", "|---|---|---|",
+        *(f"| {name} | {rest.get(name, 0):.1f} | {results.resident_traced.get(traced, 0):.1f} |"
+          for name, traced in TRACED.items()),
+        "", "Off, a component loads nothing of OpenTelemetry and adds no middleware; the",
+        "helpers an order's path calls (the gateway's, orders', the relay's, tracking's",
+        f"consumer's) cost {results.tracing_off_us:.2f} µs of CPU in all, measured alone.",
+    ]
+    return lines
 
 
 def _identity(results: Results) -> list[str]:

@@ -11,11 +11,13 @@ where neither side queues for a core.
 import asyncio
 import collections
 import contextlib
+import math
 import os
 import statistics
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 import asyncpg
@@ -31,6 +33,11 @@ from bench.processes import (
     EXTRA_PORTS,
     PORTS,
     QUIET_GATEWAY,
+    TRACED,
+    TRACED_GATEWAY,
+    resident_memory,
+    running_traced,
+    sink_stats,
 )
 from bench.shop import (
     Customer,
@@ -85,10 +92,36 @@ class HopCosts:
     label: str
     service: str
     rate: float
-    paths: dict[str, Measured]  # gateway, gateway without access log, bare hop, direct
+    # gateway, gateway without access log, the traced gateway (before the traced service),
+    # bare hop, direct
+    paths: dict[str, Measured]
+    spans_per_request: float = math.nan  # what the traced path exported, per request
+
+    def parts(self, path: str) -> tuple[str | None, str]:
+        """The parts of `path`'s CPU: the hop's process (None for the service called
+        directly) and the service's."""
+        if path == TRACED_GATEWAY:
+            return TRACED_GATEWAY, TRACED[self.service]
+        return (path if path in ("gateway", QUIET_GATEWAY, BARE_PROXY) else None), self.service
 
 
-def hop_costs(customer: Customer, runs: int, seconds: int) -> list[HopCosts]:
+@dataclass(frozen=True)
+class Hops:
+    costs: list[HopCosts]
+    resident_traced: dict[str, float]  # MiB at rest of the traced components, once started
+
+
+def hop_costs(customer: Customer, runs: int, seconds: int, log_dir: Path) -> Hops:
+    """The hops, with the traced gateway and services started for them (running_traced)."""
+    with running_traced(log_dir):
+        resident = {name: mib for name, mib in resident_memory().items()
+                    if name in TRACED.values()}
+        print("traced, resident at rest: " + ", ".join(
+            f"{name} {mib:.1f} MiB" for name, mib in sorted(resident.items())), flush=True)
+        return Hops(_hops(customer, runs, seconds), resident)
+
+
+def _hops(customer: Customer, runs: int, seconds: int) -> list[HopCosts]:
     results = []
     bearer = {"Authorization": f"Bearer {customer.token}"}
     for label, path, service in (("GET /api/users/me", "/api/users/me", "auth"),
@@ -102,6 +135,8 @@ def hop_costs(customer: Customer, runs: int, seconds: int) -> list[HopCosts]:
             "gateway": (f"{GATEWAY}{path}", lambda: bearer),
             QUIET_GATEWAY: (f"http://127.0.0.1:{EXTRA_PORTS[QUIET_GATEWAY]}{path}",
                             lambda: bearer),
+            TRACED_GATEWAY: (f"http://127.0.0.1:{EXTRA_PORTS[TRACED_GATEWAY]}{path}",
+                             lambda: bearer),
             BARE_PROXY: (f"http://127.0.0.1:{BARE_PROXY_PORTS[service]}{path}",
                          lambda s=service, p=path: signed(customer, s, p)),
             f"{service} directly": (f"http://127.0.0.1:{PORTS[service]}{path}",
@@ -110,12 +145,19 @@ def hop_costs(customer: Customer, runs: int, seconds: int) -> list[HopCosts]:
         paths = {name: Measured(name) for name in targets}
         for url, headers in targets.values():
             hey(url, headers(), rate, 1)  # warm-up
+        spans = requests = 0.0
         for _ in range(runs):  # interleaved, so drift over the minutes falls on all alike
             for name, (url, headers) in targets.items():
+                exported = sink_stats()["spans"] if name == TRACED_GATEWAY else 0
                 _timed_hey(paths[name], url, headers, rate, seconds)
+                if name == TRACED_GATEWAY:
+                    spans += sink_stats()["spans"] - exported
+                    requests += paths[name].samples[-1].rps * seconds
         for measured in paths.values():
             measured.print("request")
-        results.append(HopCosts(label, service, rate, paths))
+        per_request = spans / requests if requests else math.nan
+        print(f"  traced: {per_request:.1f} spans exported per request", flush=True)
+        results.append(HopCosts(label, service, rate, paths, per_request))
     return results
 
 

@@ -12,6 +12,7 @@ from bench.cpu import CpuUse, print_cpu
 from bench.load import repeat, wrk
 from bench.processes import NGINX_PORT, PORTS
 from bench.shop import Customer, signed
+from shopkit import tracing
 from shopkit.identity import Identity, IdentityKey, Role, sign_identity, verify_identity
 
 
@@ -30,6 +31,31 @@ def identity_cost(repeats: int = 20_000) -> tuple[float, float]:
         verify_identity(header, key, "POST", "/api/orders", body, max_age=30)
     verified_at = time.process_time()
     return ((signed_at - started) / repeats * 1e6, (verified_at - signed_at) / repeats * 1e6)
+
+
+def tracing_off_cost(repeats: int = 100_000) -> float:
+    """Microseconds of CPU that tracing, off, adds to one order: each helper of
+    shopkit.tracing its path calls (at the gateway, in orders, in the relay, in tracking's
+    consumer), as it calls them, measured alone in this process, where tracing is off."""
+    assert not tracing.is_on()
+    headers = {"x-request-id": "bench"}
+    started = time.process_time()
+    for _ in range(repeats):
+        tracing.note_request_id("bench")  # at the gateway, and again in orders
+        tracing.note_request_id("bench")
+        tracing.name_request("POST", "^/api/orders(/.*)?$")
+        with tracing.span("token check"):
+            pass
+        with tracing.span("transaction place order"):
+            tracing.traceparent()  # the event's row
+        with tracing.message_span(None, "publish", "order.created", "id", "shop.events"):
+            tracing.traceparent()  # the message's header
+        with tracing.message_span(tracing.traceparent_in(headers), "process", "order.created",
+                                  "id", "tracking.orders"):
+            tracing.current()  # the batch's
+        with tracing.span_for_all([None], "apply batch", **{"shop.batch.events": 1}):
+            pass
+    return (time.process_time() - started) / repeats * 1e6
 
 
 def authenticated_reads(customer: Customer, runs: int, seconds: int) -> list[tuple[str, list]]:

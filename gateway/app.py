@@ -27,7 +27,7 @@ from gateway.upstream import (
     forward_stream,
     operations_of,
 )
-from shopkit import errors
+from shopkit import errors, tracing
 from shopkit.clients import client_bucket
 from shopkit.health import live
 from shopkit.metrics import ROUTE_LABEL_KEY
@@ -93,6 +93,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     if route is None:
         raise errors.NotFound()
     request[ROUTE_LABEL_KEY] = route.pattern.pattern
+    tracing.name_request(request.method, route.pattern.pattern)
     if (request.content_length or 0) > MAX_BODY_BYTES:
         raise errors.PayloadTooLarge()
     address = client_address(request, request.app[SETTINGS_KEY].trusted_proxies)
@@ -226,9 +227,10 @@ def _client(connections: int, settings: GatewaySettings) -> aiohttp.ClientSessio
     )
     # Bodies pass through as the service encoded them; the gateway never re-encodes. One
     # session serves every client, so it keeps no cookies: one client's would go to all.
+    # Traced, each call is a span of its own whose traceparent the service receives.
     return aiohttp.ClientSession(
         connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",),
-        cookie_jar=aiohttp.DummyCookieJar(),
+        cookie_jar=aiohttp.DummyCookieJar(), trace_configs=tracing.client_trace_configs(),
     )
 
 

@@ -26,6 +26,7 @@ from shopkit.backoff import Backoff
 from shopkit.broker import connect_to_a_node
 from shopkit.broker_access import GATEWAY_QUEUE_PREFIX
 from shopkit.events import EXCHANGE, SESSION_REVOKED
+from shopkit.metrics import REVOCATIONS_HEARD
 
 log = logging.getLogger("gateway.revocations")
 
@@ -75,6 +76,7 @@ def _deafened(cache: TokenCache, closed: asyncio.Event) -> None:
 
 
 async def _on_revoked(cache: TokenCache, message: AbstractIncomingMessage) -> None:
+    REVOCATIONS_HEARD.inc()  # an unreadable one too: it empties the cache
     try:
         user_id = UUID(orjson.loads(message.body)["data"]["userId"])
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):

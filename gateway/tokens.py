@@ -20,6 +20,10 @@ from datetime import datetime
 from uuid import UUID
 
 from shopkit.identity import Role
+from shopkit.metrics import TOKEN_CACHE_LOOKUPS
+
+# Bound once: each lookup then costs one increment, not a labels() call.
+_HIT, _MISS, _OFF = (TOKEN_CACHE_LOOKUPS.labels(result) for result in ("hit", "miss", "off"))
 
 
 @dataclass(frozen=True)
@@ -70,15 +74,19 @@ class TokenCache:
 
     def get(self, token: str) -> Validated | None:
         if not self.in_use:
+            _OFF.inc()
             return None
         key = token_key(token)
         entry = self._entries.get(key)
         if entry is None:
+            _MISS.inc()
             return None
         if entry.good_until <= self._clock():
             self._drop(key)
+            _MISS.inc()
             return None
         self._entries.move_to_end(key)
+        _HIT.inc()
         return entry.validated
 
     def put(self, token: str, validated: Validated, evictions_before: int) -> None:

@@ -26,7 +26,7 @@ from gateway.revocations import TOKEN_CACHE_KEY
 from gateway.routes import Route
 from gateway.settings import GatewaySettings, Upstream
 from gateway.tokens import Validated
-from shopkit import errors
+from shopkit import errors, tracing
 from shopkit.identity import IDENTITY_HEADER, Identity, Role, sign_identity
 from shopkit.openapi import Access
 from shopkit.operations import OPERATIONS_PATH, ServiceOperations, ServiceOperationsAnswer
@@ -59,6 +59,9 @@ GATEWAY_OWNED = frozenset(
         # aiohttp has already decoded a compressed request body; it is forwarded as it is now.
         "Content-Encoding",
         "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Real-Ip", "Forwarded",
+        # A client's trace context is the gateway's to read (shopkit.tracing: its trace id is
+        # kept, its sampling is not); each call sends the gateway's own, when tracing is on.
+        tracing.TRACEPARENT, "Tracestate", "Baggage",
     )
 )
 
@@ -182,11 +185,12 @@ async def authenticate(request: web.Request, address: str) -> Identity:
     if scheme.lower() != "bearer" or not token:
         raise errors.Unauthorized()
     cache = request.app[TOKEN_CACHE_KEY]
-    validated = cache.get(token)
-    if validated is None:
-        evictions_before = cache.evictions
-        validated = await _validate(request, token, address)
-        cache.put(token, validated, evictions_before)
+    with tracing.span("token check"):  # a call to auth within it when the cache had no answer
+        validated = cache.get(token)
+        if validated is None:
+            evictions_before = cache.evictions
+            validated = await _validate(request, token, address)
+            cache.put(token, validated, evictions_before)
     return Identity(
         role=validated.role,
         user_id=validated.user_id,

@@ -10,6 +10,7 @@ Events: events (the contract's types and owners), outbox (written with the chang
 a relay), broker (the RabbitMQ connection), broker_access (each component's rights), consumer,
 dlq (the operator's view of dead letters), backoff (reconnecting after an outage).
 Running: runner (start and graceful shutdown), server (the one adapter to aiohttp's internals),
-operator and metrics (the metrics listener), logs (JSON lines), operations (the admin's
-operations panel: readiness, outbox backlogs, dead-letter counts).
+operator and metrics (the metrics listener), logs (JSON lines), tracing (OpenTelemetry, off
+unless configured), operations (the admin's operations panel: readiness, outbox backlogs,
+dead-letter counts).
 """

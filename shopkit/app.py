@@ -13,6 +13,7 @@ from aiohttp import web
 from shopkit import db, errors
 from shopkit.broker import Broker, BrokerUnavailable
 from shopkit.consumer import Consumer, Subscription
+from shopkit.gauges import event_gauges, readiness_gauge
 from shopkit.health import Health, live
 from shopkit.identity import (
     IDENTITY_HEADER,
@@ -193,16 +194,22 @@ def _consumer(subscription: Subscription) -> Callable[[web.Application], AsyncIt
 @documented("Postgres, RabbitMQ and every consumer are ready", Access.PUBLIC, answer=Health,
             tag="operator")
 async def ready(request: web.Request) -> web.Response:
-    checks = {
-        "postgres": await _postgres_check(request.app[POOL_KEY]),
-        "rabbitmq": "ok" if request.app[BROKER_KEY].is_ready else "down",
-    }
-    for consumer in request.app[CONSUMERS_KEY]:
-        checks[f"consumer {consumer.queue}"] = "ok" if consumer.is_consuming else "down"
+    checks = await readiness_checks(request.app)
     if all(state == "ok" for state in checks.values()):
         return ok(Health(status="ok", checks=checks))
     down = ", ".join(name for name, state in checks.items() if state != "ok")
     raise errors.ServiceUnavailable(f"Not ready: {down} unavailable.").with_details(checks)
+
+
+async def readiness_checks(app: web.Application) -> dict[str, str]:
+    """Each part `/health/ready` checks, "ok" or "down"; the shop_ready gauge reads them too."""
+    checks = {
+        "postgres": await _postgres_check(app[POOL_KEY]),
+        "rabbitmq": "ok" if app[BROKER_KEY].is_ready else "down",
+    }
+    for consumer in app[CONSUMERS_KEY]:
+        checks[f"consumer {consumer.queue}"] = "ok" if consumer.is_consuming else "down"
+    return checks
 
 
 @documented("This service's outbox backlog and its consumers' dead-letter counts, for the "
@@ -278,7 +285,11 @@ def service_app(
     app.router.add_get("/health/live", live)
     app.router.add_get("/health/ready", ready)
     app.router.add_get(OPERATIONS_PATH, operations)
-    serve_metrics(app, settings, _pool_gauges(name), _outbox_gauges(name))
+    serve_metrics(
+        app, settings, _pool_gauges(name), _outbox_gauges(name),
+        event_gauges(BROKER_KEY, SUBSCRIPTIONS_KEY, CONSUMERS_KEY),
+        readiness_gauge(name, readiness_checks),
+    )
     app.add_routes(routes)
     serve_description(app, f"shop {name} service")
     return app

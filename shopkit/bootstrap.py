@@ -6,6 +6,7 @@ through the server's own quoting (`format('%I')`, `format('%L')`) with the value
 """
 
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -67,7 +68,15 @@ async def ensure_database(admin_dsn: str, database: str) -> None:
 
 
 async def ensure_service(conn: asyncpg.Connection, service: ServiceDatabase) -> None:
-    role, schema, database = service.role, service.schema, service.database
+    await ensure_role(conn, service)
+    await ensure_schema(conn, service)
+
+
+async def ensure_role(conn: asyncpg.Connection, service: ServiceDatabase) -> None:
+    """The service's login role, with the password its URL gives and no more rights than
+    connecting to the database. (A restore makes the roles alone first: the dump it loads
+    makes the schemas, owned by these roles.)"""
+    role, database = service.role, service.database
     exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
     if not exists:
         await _execute_formatted(conn, "CREATE ROLE %I LOGIN", role)
@@ -77,6 +86,12 @@ async def ensure_service(conn: asyncpg.Connection, service: ServiceDatabase) -> 
     if service.password is not None:
         await _execute_formatted(conn, "ALTER ROLE %I PASSWORD %L", role, service.password)
     await _execute_formatted(conn, "GRANT CONNECT ON DATABASE %I TO %I", database, role)
+
+
+async def ensure_schema(conn: asyncpg.Connection, service: ServiceDatabase) -> None:
+    """The service's schema, owned by its role and closed to every other, and the session
+    its role runs with in the database."""
+    role, schema, database = service.role, service.schema, service.database
     await _execute_formatted(conn, "CREATE SCHEMA IF NOT EXISTS %I AUTHORIZATION %I", schema, role)
     await _execute_formatted(conn, "ALTER SCHEMA %I OWNER TO %I", schema, role)
     await _execute_formatted(conn, "REVOKE ALL ON SCHEMA %I FROM PUBLIC", schema)
@@ -91,11 +106,34 @@ async def ensure_service(conn: asyncpg.Connection, service: ServiceDatabase) -> 
         )
 
 
-async def bootstrap(admin_dsn: str, services: list[ServiceDatabase]) -> None:
+def shop_database(services: Sequence[ServiceDatabase]) -> str:
+    """The one database every service's schema is in."""
     databases = {s.database for s in services}
     if len(databases) != 1:
         raise ValueError(f"every service must use the same database, got {sorted(databases)}")
-    database = databases.pop()
+    return databases.pop()
+
+
+async def bootstrap(admin_dsn: str, services: list[ServiceDatabase]) -> None:
+    await prepare(admin_dsn, services, ensure_service)
+    for service in services:
+        await migrate(service)
+
+
+async def ensure_roles(admin_dsn: str, services: list[ServiceDatabase]) -> None:
+    """The database and each service's role, without their schemas: what a restore needs
+    before it loads a dump, which makes the schemas owned by these roles."""
+    await prepare(admin_dsn, services, ensure_role)
+
+
+async def prepare(
+    admin_dsn: str,
+    services: list[ServiceDatabase],
+    ensure: Callable[[asyncpg.Connection, ServiceDatabase], Awaitable[None]],
+) -> None:
+    """The database, closed to PUBLIC, then `ensure` for each service, under the bootstrap's
+    lock."""
+    database = shop_database(services)
     await ensure_database(admin_dsn, database)
     conn = await asyncpg.connect(with_database(admin_dsn, database))
     try:
@@ -105,11 +143,9 @@ async def bootstrap(admin_dsn: str, services: list[ServiceDatabase]) -> None:
             await _execute_formatted(conn, "REVOKE ALL ON DATABASE %I FROM PUBLIC", database)
             await conn.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC")
             for service in services:
-                await ensure_service(conn, service)
+                await ensure(conn, service)
     finally:
         await conn.close()
-    for service in services:
-        await migrate(service)
 
 
 async def migrate(service: ServiceDatabase) -> list[str]:

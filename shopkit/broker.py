@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 
+from shopkit import tracing
 from shopkit.backoff import Backoff
 from shopkit.errors import ServiceUnavailable
 from shopkit.events import EXCHANGE
@@ -99,12 +100,14 @@ async def count_messages(connection: AbstractConnection, queue: str) -> int:
 
 @dataclass(frozen=True)
 class OutgoingMessage:
-    """An event as it goes on the wire: its id, type, JSON envelope and the request it came from."""
+    """An event as it goes on the wire: its id, type, JSON envelope, the request it came from
+    and the trace that request was in (its writer's traceparent, None when not traced)."""
 
     event_id: str
     event_type: str
     body: bytes
     request_id: str | None
+    traceparent: str | None = None
 
 
 class Broker:
@@ -175,6 +178,11 @@ class Broker:
         BrokerUnavailable otherwise."""
         if not self.is_ready or self._exchange is None:
             raise BrokerUnavailable()
+        headers = {"x-request-id": outgoing.request_id or ""}
+        # The consumer's span is a child of the publish span current here (the relay's), or,
+        # where this process traces nothing, of the writer's span itself.
+        if parent := tracing.traceparent() or outgoing.traceparent:
+            headers[tracing.TRACEPARENT] = parent
         message = aio_pika.Message(
             outgoing.body,
             message_id=outgoing.event_id,
@@ -182,7 +190,7 @@ class Broker:
             content_type="application/json",
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             app_id=self._name,
-            headers={"x-request-id": outgoing.request_id or ""},
+            headers=headers,
         )
         try:
             await self._exchange.publish(

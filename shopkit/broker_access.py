@@ -17,10 +17,10 @@ as it makes database roles from their URLs) through RabbitMQ's management HTTP A
 """
 
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlsplit
 
 import aiohttp
@@ -133,6 +133,120 @@ async def ensure_users(management_url: str, vhost: str, users: Sequence[BrokerUs
             await _put(http, f"{base}/topic-permissions/{host}/{name}", {
                 "exchange": EXCHANGE, "write": rights.topic_write, "read": rights.topic_read,
             })
+
+
+@dataclass(frozen=True)
+class ShopBroker:
+    """What of a broker is a shop's: in its virtual host, the queues and exchanges its
+    bootstrap declares (shopkit.topology.declared), and its components' users."""
+
+    vhost: str
+    users: frozenset[str]
+    queues: frozenset[str]
+    exchanges: frozenset[str]
+
+    def policy_applies(self, policy: dict[str, Any]) -> bool:
+        """Whether a policy's pattern matches a queue or exchange of the shop's (RabbitMQ
+        searches the name with it). One Python cannot read is kept rather than lost."""
+        try:
+            pattern = re.compile(policy.get("pattern", ""))
+        except re.error:
+            return True
+        return any(pattern.search(name) for name in self.queues | self.exchanges)
+
+
+# Kept from the vhost's runtime parameters: its limits. A shovel's or a federation upstream's
+# URI may hold a password in clear.
+_KEPT_PARAMETERS = frozenset({"vhost-limits"})
+_IN_VHOST = ("permissions", "topic_permissions", "policies", "queues", "exchanges", "bindings",
+             "parameters")
+
+
+def shop_definitions(everything: dict[str, Any], shop: ShopBroker) -> dict[str, Any]:
+    """Of a whole broker's definitions (`GET /api/definitions`), the shop's, for its
+    backups. The vhost may be `/`, shared with others: their queues, exchanges and users stay
+    out, and so do the administrator and the gateways' revocation queues (exclusive, each
+    made by its gateway as it starts). Users carry RabbitMQ's salted password hashes, never a
+    password."""
+    inside = {key: [item for item in everything.get(key, []) if item.get("vhost") == shop.vhost]
+              for key in _IN_VHOST}
+    return {
+        "users": [u for u in everything.get("users", []) if u["name"] in shop.users],
+        "vhosts": [v for v in everything.get("vhosts", []) if v["name"] == shop.vhost],
+        "permissions": [p for p in inside["permissions"] if p["user"] in shop.users],
+        "topic_permissions": [p for p in inside["topic_permissions"] if p["user"] in shop.users],
+        "queues": [q for q in inside["queues"] if q["name"] in shop.queues],
+        "exchanges": [e for e in inside["exchanges"] if e["name"] in shop.exchanges],
+        "bindings": [b for b in inside["bindings"] if b["source"] in shop.exchanges
+                     and b["destination_type"] == "queue" and b["destination"] in shop.queues],
+        "policies": [p for p in inside["policies"] if shop.policy_applies(p)],
+        "parameters": [p for p in inside["parameters"] if p.get("component") in _KEPT_PARAMETERS],
+    }
+
+
+def moved_to(definitions: dict[str, Any], vhost: str) -> dict[str, Any]:
+    """A shop's definitions, as they would be in `vhost` (a shop restored under another
+    name)."""
+    moved = {key: [{**item, "vhost": vhost} for item in definitions.get(key, [])]
+             for key in _IN_VHOST}
+    moved["users"] = list(definitions.get("users", []))
+    moved["vhosts"] = [{**v, "name": vhost} for v in definitions.get("vhosts", [])]
+    return moved
+
+
+async def export_definitions(management_url: str, shop: ShopBroker) -> dict[str, Any]:
+    """The shop's definitions (`shop_definitions`), as the broker has them now."""
+    async with _management(management_url) as (http, base), http.get(
+        f"{base}/definitions"
+    ) as response:
+        if response.status != 200:
+            raise RuntimeError(f"RabbitMQ's management API refused the definitions:"
+                               f" {response.status}")
+        return shop_definitions(await response.json(), shop)
+
+
+async def import_definitions(
+    management_url: str, vhost: str, definitions: dict[str, Any]
+) -> None:
+    """Adds a shop's definitions to the broker, in `vhost`."""
+    async with _management(management_url) as (http, base), http.post(
+        f"{base}/definitions", json=moved_to(definitions, vhost)
+    ) as response:
+        if response.status not in (200, 201, 204):
+            raise RuntimeError(f"RabbitMQ's management API refused the definitions:"
+                               f" {response.status} {await response.text()}")
+
+
+async def messages_waiting(management_url: str, vhost: str) -> dict[str, int] | None:
+    """Each queue of `vhost` with the messages it holds (ready or unacknowledged), or None
+    when there is no such virtual host. The management API's counts of a quorum queue are a
+    few seconds old: enough to tell a vhost in use from an empty one."""
+    host = quote(vhost, safe="")
+    async with _management(management_url) as (http, base):
+        async with http.get(f"{base}/vhosts/{host}") as response:
+            if response.status == 404:
+                return None
+            if response.status != 200:
+                raise RuntimeError(f"RabbitMQ's management API refused a virtual host:"
+                                   f" {response.status}")
+        async with http.get(
+            f"{base}/queues/{host}", params={"columns": "name,messages"}
+        ) as response:
+            if response.status != 200:
+                raise RuntimeError(f"RabbitMQ's management API refused the queues:"
+                                   f" {response.status}")
+            return {q["name"]: q.get("messages") or 0 for q in await response.json()}
+
+
+async def delete_queues(management_url: str, vhost: str, names: Collection[str]) -> None:
+    """Deletes these queues of `vhost`, with what they hold, those that exist."""
+    host = quote(vhost, safe="")
+    async with _management(management_url) as (http, base):
+        for name in names:
+            async with http.delete(f"{base}/queues/{host}/{quote(name, safe='')}") as response:
+                if response.status not in (204, 404):
+                    raise RuntimeError(f"RabbitMQ's management API refused to delete queue"
+                                       f" {name}: {response.status}")
 
 
 @asynccontextmanager

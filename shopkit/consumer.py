@@ -30,6 +30,7 @@ the same. Handlers that can apply many events in one statement get them in batch
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ from aio_pika.abc import (
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
 
+from shopkit import tracing
 from shopkit.backoff import Backoff
 from shopkit.broker import closed_event, connect_to_a_node
 from shopkit.db import Pool, is_transient
@@ -132,20 +134,24 @@ class _Batches:
     to `max_size`), so nothing waits for a batch to fill. Each event's `add` returns once its
     batch committed, and raises what the batch raised: its message is then acked, or handled
     as a failure, exactly as a single event's would be.
+
+    Traced, a batch's statement runs in one span, child of its first event's processing span
+    and linked to each event's (tracing.span_for_all): one statement serves them all.
     """
 
     def __init__(self, pool: Pool, apply_many: BatchHandler, max_size: int) -> None:
         self._pool = pool
         self._apply_many = apply_many
         self._max_size = max_size
-        self._waiting: list[tuple[IncomingEvent, asyncio.Future[None]]] = []
+        self._waiting: list[tuple[IncomingEvent, asyncio.Future[None], Any]] = []
         self._draining: asyncio.Task[None] | None = None
 
     async def add(self, event: IncomingEvent) -> None:
         applied = asyncio.get_running_loop().create_future()
-        self._waiting.append((event, applied))
+        self._waiting.append((event, applied, tracing.current()))
         if self._draining is None:
-            self._draining = asyncio.create_task(self._drain())
+            # In a context of its own: it serves every event's batch, not the first one's.
+            self._draining = asyncio.create_task(self._drain(), context=contextvars.Context())
         await applied  # cancelled, it leaves the batch (run by _drain) to its mates
 
     async def _drain(self) -> None:
@@ -154,14 +160,16 @@ class _Batches:
                 batch = self._waiting[: self._max_size]
                 del self._waiting[: self._max_size]
                 try:
-                    async with self._pool.acquire() as conn:
-                        await self._apply_many(conn, [event for event, _ in batch])
+                    with tracing.span_for_all([traced for _, _, traced in batch], "apply batch",
+                                              **{"shop.batch.events": len(batch)}):
+                        async with self._pool.acquire() as conn:
+                            await self._apply_many(conn, [event for event, _, _ in batch])
                 except Exception as exc:
-                    for _, applied in batch:
+                    for _, applied, _ in batch:
                         if not applied.done():
                             applied.set_exception(exc)
                 else:
-                    for _, applied in batch:
+                    for _, applied, _ in batch:
                         if not applied.done():
                             applied.set_result(None)
         finally:
@@ -345,6 +353,12 @@ class Consumer:
                 self._idle.set()
 
     async def _handle(self, message: AbstractIncomingMessage) -> None:
+        """Handles the message in a span child of the publish it came from (when traced)."""
+        with tracing.message_span(tracing.traceparent_in(message.headers), "process",
+                                  str(message.type), str(message.message_id), self.queue):
+            await self._handle_traced(message)
+
+    async def _handle_traced(self, message: AbstractIncomingMessage) -> None:
         try:
             event = parse(message, self._subscription)
         except Malformed as exc:

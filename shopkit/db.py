@@ -12,6 +12,7 @@ import orjson
 
 from shopkit import tuning
 from shopkit.backoff import Backoff
+from shopkit.metrics import POOL_WAIT
 from shopkit.settings import ServiceSettings
 
 log = logging.getLogger("shopkit.db")
@@ -124,19 +125,23 @@ class Pool:
     requests wait far longer than the rest. asyncio's Semaphore lets no newcomer pass a
     waiter: one in front of the pool, as many turns as connections, hands them out in arrival
     order. Whoever must know when a connection comes back, its transaction over, says so with
-    `on_release` (the outbox relay wakes then)."""
+    `on_release` (the outbox relay wakes then). How long each acquire waited for its
+    connection is observed in `shop_db_pool_wait_seconds`, under `component`."""
 
-    def __init__(self, pool: asyncpg.Pool, size: int) -> None:
+    def __init__(self, pool: asyncpg.Pool, size: int, component: str) -> None:
         self._pool = pool
         self._turns = asyncio.Semaphore(size)
         self._released: list[Released] = []
+        self._waits = POOL_WAIT.labels(component)
 
     def on_release(self, hook: Released) -> None:
         self._released.append(hook)
 
     @contextlib.asynccontextmanager
     async def acquire(self) -> AsyncIterator[asyncpg.Connection]:
+        asked = time.perf_counter()
         async with self._turns, self._pool.acquire() as conn:
+            self._waits.observe(time.perf_counter() - asked)
             try:
                 yield conn
             finally:
@@ -165,4 +170,4 @@ async def create_pool(settings: ServiceSettings, schema: str) -> Pool:
         connection_class=StatelessConnection,
         **_connect_options(settings, schema),
     )
-    return Pool(pool, settings.db_pool_max_size)
+    return Pool(pool, settings.db_pool_max_size, schema)  # a service's schema is its name

@@ -34,6 +34,36 @@ EVENTS_DEAD_LETTERED = Counter(
     "shop_events_dead_lettered_total", "Events sent to the dead-letter queue", ["queue"]
 )
 SSE_CONNECTIONS = Gauge("shop_sse_connections", "Open notification streams", ["component"])
+# What the alerts of deploy/observability watch besides (docs/alerting.md). Labels are only
+# components, queues and fixed words, so the series stay as few as those.
+CONSUMER_LAG = Gauge(
+    "shop_consumer_lag_messages", "Messages waiting in a consumer's queue, not yet delivered",
+    ["queue"],
+)
+DEAD_LETTERS = Gauge(
+    "shop_dead_letter_messages", "Messages in a consumer's dead-letter queue (<queue>.dlq)",
+    ["queue"],
+)
+CONSUMER_RUNNING = Gauge(
+    "shop_consumer_running", "1 while this instance consumes from the queue, else 0", ["queue"]
+)
+READY = Gauge(
+    "shop_ready", "1 while the component's /health/ready passes, else 0", ["component"]
+)
+# hit, miss, or off: the cache was not asked (TOKEN_CACHE_SECONDS=0, or revocations unheard).
+TOKEN_CACHE_LOOKUPS = Counter(
+    "shop_token_cache_lookups_total", "Tokens looked up in the gateway's token cache", ["result"]
+)
+REVOCATIONS_HEARD = Counter(
+    "shop_revocations_heard_total", "auth.session_revoked events the gateway heard"
+)
+POOL_WAIT = Histogram(
+    "shop_db_pool_wait_seconds",
+    "Time to get a connection from the service's database pool",
+    ["component"],
+    # Most acquires find a connection at once (microseconds); the rest show the pool is short.
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
 
 METRICS_PATH = "/metrics"
 

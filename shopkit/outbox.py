@@ -28,11 +28,11 @@ from typing import Any
 
 import asyncpg
 
-from shopkit import db
+from shopkit import db, tracing
 from shopkit.backoff import Backoff
 from shopkit.broker import Broker, BrokerUnavailable, OutgoingMessage
 from shopkit.db import DATABASE_ERRORS
-from shopkit.events import Event
+from shopkit.events import EXCHANGE, Event
 from shopkit.settings import ServiceSettings
 
 log = logging.getLogger("shopkit.outbox")
@@ -41,12 +41,16 @@ log = logging.getLogger("shopkit.outbox")
 RETENTION = timedelta(hours=1)
 
 
+# How many parameters of a statement the event takes (event_parameters).
+EVENT_PARAMETERS = 6
+
+
 def event_insert(first_parameter: int, gate: str, data: str, occurred_at: str) -> str:
     """The outbox insert, for a statement that writes a change and its event in one round trip:
     a data-modifying CTE body, written once here for every caller, the one place the contract's
     envelope (`{id, type, occurredAt, source, data}`) is written.
 
-    Its five parameters, from $`first_parameter` on, are `event_parameters(...)`. `gate` is a
+    Its six parameters, from $`first_parameter` on, are `event_parameters(...)`. `gate` is a
     relation of the statement (a CTE's name): the event is written once per row of it, so a
     gate that is empty when the change was not made leaves the outbox alone. `data` (the
     event's data, a jsonb) and `occurred_at` (a timestamptz) are SQL expressions over the
@@ -58,18 +62,18 @@ def event_insert(first_parameter: int, gate: str, data: str, occurred_at: str) -
     commit, makes transactions writing events of one aggregate take their outbox ids in commit
     order; the relay relies on that order. The caller calls `event_written` once it ran it.
     """
-    event_id, event_type, source, aggregate, request_id = (
-        f"${n}" for n in range(first_parameter, first_parameter + 5)
+    event_id, event_type, source, aggregate, request_id, traceparent = (
+        f"${n}" for n in range(first_parameter, first_parameter + EVENT_PARAMETERS)
     )
     return f"""
-        INSERT INTO outbox (event_id, event_type, aggregate_id, body, request_id)
+        INSERT INTO outbox (event_id, event_type, aggregate_id, body, request_id, traceparent)
         SELECT {event_id}::uuid, {event_type}::text, {aggregate}::text,
             jsonb_build_object(
                 'id', {event_id}::uuid, 'type', {event_type}::text,
                 'occurredAt', to_char(at AT TIME ZONE 'UTC',
                                       'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'),
                 'source', {source}::text, 'data', data),
-            {request_id}::text
+            {request_id}::text, {traceparent}::text
         FROM (SELECT pg_advisory_xact_lock(hashtextextended('outbox:' || {aggregate}, 0)),
                      ({data}) AS data, ({occurred_at}) AS at
               FROM {gate}) AS locked
@@ -79,11 +83,13 @@ def event_insert(first_parameter: int, gate: str, data: str, occurred_at: str) -
 def event_parameters(
     event_id: uuid.UUID, event_type: str, source: str, aggregate_id: str, request_id: str | None
 ) -> tuple[Any, ...]:
-    return event_id, event_type, source, aggregate_id, request_id
+    """Made inside the span that writes the event: the row keeps that span's traceparent, so
+    the event's publish and its handling join that trace."""
+    return event_id, event_type, source, aggregate_id, request_id, tracing.traceparent()
 
 
 _ADD_EVENT = event_insert(
-    1, gate="(SELECT $6::jsonb AS given_data, $7::timestamptz AS given_at) AS given",
+    1, gate="(SELECT $7::jsonb AS given_data, $8::timestamptz AS given_at) AS given",
     data="given_data", occurred_at="given_at",
 )
 
@@ -117,7 +123,8 @@ CLAIM = """
     WITH candidates AS MATERIALIZED (
         SELECT id, aggregate_id FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1
     ), claimed AS (
-        SELECT id, event_id, event_type, aggregate_id, body::text AS body, request_id
+        SELECT id, event_id, event_type, aggregate_id, body::text AS body, request_id,
+            traceparent
         FROM outbox
         WHERE id IN (SELECT id FROM candidates) AND published_at IS NULL
         ORDER BY id FOR UPDATE SKIP LOCKED
@@ -232,18 +239,23 @@ class OutboxRelay:
                 r["id"],
                 r["aggregate_id"],
                 OutgoingMessage(
-                    str(r["event_id"]), r["event_type"], r["body"].encode(), r["request_id"]
+                    str(r["event_id"]), r["event_type"], r["body"].encode(), r["request_id"],
+                    r["traceparent"],
                 ),
             )
             for r in rows
         ]
 
     async def _publish_in_order(self, rows: list[_Row]) -> list[int]:
-        """Publishes one aggregate's rows one by one; stops at the first failure."""
+        """Publishes one aggregate's rows one by one; stops at the first failure. Each in a
+        span of the trace that wrote it (none when it was not traced)."""
         published = []
         for row in rows:
+            message = row.message
             try:
-                await self._broker.publish(row.message)
+                with tracing.message_span(message.traceparent, "publish", message.event_type,
+                                          message.event_id, EXCHANGE):
+                    await self._broker.publish(message)
             except BrokerUnavailable:
                 break
             published.append(row.id)

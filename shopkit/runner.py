@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import uvloop
 from aiohttp import web
 
-from shopkit import tuning
+from shopkit import tracing, tuning
 from shopkit.logs import configure_logging
 from shopkit.server import EnvelopeAppRunner
 from shopkit.settings import ComponentSettings
@@ -34,11 +34,15 @@ CLEANUP_SECONDS = 5.0
 
 
 def serve(
-    component: str, create_app: Callable[[S], web.Application], settings: S
+    component: str, create_app: Callable[[S], web.Application], settings: S,
+    edge: bool = False,
 ) -> None:
+    """`edge`: the component clients reach (the gateway), as tracing needs to know."""
     configure_logging(component, settings.log_level)
     allow_all_descriptors()
-    log.info("starting", extra={"host": settings.host, "port": settings.port})
+    # Before the app is made: its server spans come with the apps made from now on.
+    traced = tracing.configure(component, edge=edge)
+    log.info("starting", extra={"host": settings.host, "port": settings.port, "traced": traced})
     loop_factory = uvloop.new_event_loop if settings.event_loop == "uvloop" else None
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         runner.run(_serve(create_app(settings), settings))

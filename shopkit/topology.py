@@ -60,6 +60,14 @@ def queues_of(subscription: Subscription) -> tuple[QueueSpec, QueueSpec, QueueSp
     )
 
 
+def declared(subscriptions: Sequence[Subscription]) -> tuple[set[str], set[str]]:
+    """The queues and the exchanges `declare_all` declares for these subscriptions: what of
+    a vhost is the shop's."""
+    queues = {spec.name for s in subscriptions for spec in queues_of(s)}
+    exchanges = {EXCHANGE, DEAD_LETTER_EXCHANGE, *(s.requeue_exchange for s in subscriptions)}
+    return queues, exchanges
+
+
 @dataclass(frozen=True)
 class _Hold:
     """Where the messages of `sources` wait while those queues are made again, and the routes

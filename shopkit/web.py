@@ -14,7 +14,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
 
-from shopkit import errors
+from shopkit import errors, tracing
 from shopkit.logs import request_id_var
 from shopkit.metrics import request_metrics
 
@@ -214,6 +214,7 @@ def request_context(access_level: int) -> Middleware:
     ) -> web.StreamResponse:
         rid = sane_request_id(request.headers.get(REQUEST_ID_HEADER))
         request[REQUEST_ID_KEY] = rid
+        tracing.note_request_id(rid)
         token = request_id_var.set(rid)
         started = time.perf_counter()
         status = 500

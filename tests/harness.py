@@ -410,25 +410,25 @@ async def eventually(
         await asyncio.sleep(interval)
 
 
-async def queue_settled(name: str) -> bool:
+async def queue_settled(name: str, vhost: str = TEST_VHOST) -> bool:
     """No message of the queue left, neither waiting nor delivered and unacknowledged. Read
     as it is now: the counts `list_queues` gives of a quorum queue are refreshed every few
     seconds, so the waiting ones come from a passive declare and the unacknowledged ones from
     the channels of the queue's consumers."""
-    connection = await aio_pika.connect(RABBITMQ_URL)
+    connection = await aio_pika.connect(URL(RABBITMQ_URL).with_path(f"/{vhost}").human_repr())
     async with connection:
         channel = await connection.channel()
         queue = await channel.declare_queue(name, passive=True)
         if queue.declaration_result.message_count:
             return False
     consumers = await _rabbitmqctl(
-        "list_consumers", "-p", TEST_VHOST, "-q", "--no-table-headers", "queue_name",
+        "list_consumers", "-p", vhost, "-q", "--no-table-headers", "queue_name",
         "channel_pid",
     )
     channels = {line.split()[1] for line in consumers.splitlines()
                 if line.strip() and line.split()[0] == name}
     unacknowledged = await _rabbitmqctl(
-        "list_channels", "-p", TEST_VHOST, "-q", "--no-table-headers", "pid",
+        "list_channels", "-p", vhost, "-q", "--no-table-headers", "pid",
         "messages_unacknowledged",
     )
     return not any(

@@ -19,7 +19,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import asyncpg
@@ -38,20 +38,25 @@ NEW, REVOKED = "new", "revoked"
 PUSHES_HELD = 1000
 
 
+class Push(NamedTuple):
+    notification: dict[str, Any]  # as clients see it (views.Notification)
+    traceparent: str | None  # of its creation, which its send joins (shopkit.tracing)
+
+
 @dataclass(eq=False)
 class Stream:
     session_id: UUID | None
     id: UUID = field(default_factory=uuid.uuid4)
-    pushes: asyncio.Queue[dict[str, Any]] = field(
+    pushes: asyncio.Queue[Push] = field(
         default_factory=lambda: asyncio.Queue(maxsize=PUSHES_HELD)
     )
     # Set when the stream must end: its session was revoked, a push could not be held, or
     # pushes may have been missed.
     ended: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def push(self, notification: dict[str, Any]) -> None:
+    def push(self, notification: dict[str, Any], traceparent: str | None = None) -> None:
         try:
-            self.pushes.put_nowait(notification)
+            self.pushes.put_nowait(Push(notification, traceparent))
         except asyncio.QueueFull:
             self.end()
 
@@ -158,7 +163,7 @@ class Hub:
             if notice.kind == NEW and (row := rows.get(notice.row_id)) is not None:
                 view = notification_view(row).model_dump(mode="json", by_alias=True)
                 for stream in streams:
-                    stream.push(view)
+                    stream.push(view, row["traceparent"])
             elif notice.kind == REVOKED:
                 for stream in streams:
                     if (notice.user_id, stream.session_id) in ended:

@@ -9,6 +9,7 @@ from uuid import UUID, uuid4
 import asyncpg
 
 from services.notifications.domain import Message
+from shopkit import tracing
 
 Conn = asyncpg.Connection
 
@@ -31,30 +32,36 @@ async def add(
     lock per user, held to the commit, taken before the row and its `created_at` are made),
     so their order by `created_at` is the order they were committed in: a stream resuming
     after the last one its client saw (notifications_after) misses none committed later.
+
+    Traced, it runs in a span of its own, whose traceparent the row keeps for its SSE send.
     """
-    await conn.execute(
-        f"""
-        WITH added AS (
-            INSERT INTO notifications (id, user_id, type, title, body, order_id, source_event_id)
-            SELECT $1::uuid, $2::uuid, $3::text, $4::text, $5::text, $6::uuid, $7::uuid
-            FROM (SELECT pg_advisory_xact_lock(hashtextextended('notify:' || $2::uuid::text, 0)))
-                AS one_at_a_time
-            ON CONFLICT (source_event_id) DO NOTHING RETURNING {_NOTIFICATION}
+    with tracing.span("create notification"):
+        await conn.execute(
+            f"""
+            WITH added AS (
+                INSERT INTO notifications (id, user_id, type, title, body, order_id,
+                                           source_event_id, traceparent)
+                SELECT $1::uuid, $2::uuid, $3::text, $4::text, $5::text, $6::uuid, $7::uuid,
+                    $9::text
+                FROM (SELECT pg_advisory_xact_lock(
+                          hashtextextended('notify:' || $2::uuid::text, 0))) AS one_at_a_time
+                ON CONFLICT (source_event_id) DO NOTHING RETURNING {_NOTIFICATION}
+            )
+            SELECT pg_notify($8, user_id || ':' || id) FROM added
+            """,
+            uuid4(), user_id, message.type, message.title, message.body,
+            order_id, event_id, NEW_NOTIFICATION_CHANNEL, tracing.traceparent(),
         )
-        SELECT pg_notify($8, user_id || ':' || id) FROM added
-        """,
-        uuid4(), user_id, message.type, message.title, message.body,
-        order_id, event_id, NEW_NOTIFICATION_CHANNEL,
-    )
 
 
 async def notifications_by_id(
     conn: Conn, wanted: Sequence[tuple[UUID, UUID]]
 ) -> list[asyncpg.Record]:
-    """The notifications named by (user id, notification id) pairs that exist as named."""
+    """The notifications named by (user id, notification id) pairs that exist as named, each
+    with the traceparent of its creation."""
     return await conn.fetch(
         f"""
-        SELECT {_NOTIFICATION} FROM notifications
+        SELECT {_NOTIFICATION}, traceparent FROM notifications
         WHERE (user_id, id) IN (SELECT * FROM unnest($1::uuid[], $2::uuid[]))
         """,
         [user for user, _ in wanted], [notification for _, notification in wanted],
@@ -64,11 +71,11 @@ async def notifications_by_id(
 async def notifications_after(
     conn: Conn, user_id: UUID, anchor: UUID, limit: int
 ) -> list[asyncpg.Record]:
-    """The user's notifications created after `anchor` (one of theirs), oldest first; none
-    when `anchor` is not theirs."""
+    """The user's notifications created after `anchor` (one of theirs), oldest first, each
+    with the traceparent of its creation; none when `anchor` is not theirs."""
     return await conn.fetch(
         f"""
-        SELECT {_NOTIFICATION} FROM notifications
+        SELECT {_NOTIFICATION}, traceparent FROM notifications
         WHERE user_id = $1 AND (created_at, id) > (
             SELECT created_at, id FROM notifications WHERE id = $2 AND user_id = $1
         )

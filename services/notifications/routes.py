@@ -15,7 +15,7 @@ from services.notifications import queries
 from services.notifications.hub import Hub, Stream
 from services.notifications.settings import NotificationsSettings
 from services.notifications.views import Notification, notification_view
-from shopkit import db, errors
+from shopkit import db, errors, tracing
 from shopkit.app import POOL_KEY, require_user, settings_of
 from shopkit.db import DATABASE_ERRORS
 from shopkit.openapi import Access, documented
@@ -157,7 +157,7 @@ async def _catch_up(
             rows = await queries.notifications_after(conn, user_id, after, CATCH_UP_PAGE)
         for row in rows:
             view = notification_view(row).model_dump(mode="json", by_alias=True)
-            await _send(events, view)
+            await _send(events, view, row["traceparent"])
             sent.add(view["id"])
         after = rows[-1]["id"] if len(rows) == CATCH_UP_PAGE else None
     return sent
@@ -180,9 +180,9 @@ async def _follow(
                 {next_push, *stop}, timeout=left, return_when=asyncio.FIRST_COMPLETED
             )
             if not done & stop and next_push in done:
-                notification = next_push.result()
+                notification, traceparent = next_push.result()
                 if notification["id"] not in already_sent:
-                    await _send(events, notification)
+                    await _send(events, notification, traceparent)
                 continue
             next_push.cancel()
             if done & stop:
@@ -193,9 +193,15 @@ async def _follow(
             waiter.cancel()
 
 
-async def _send(events: EventSourceResponse, notification: dict[str, Any]) -> None:
-    await events.send(orjson.dumps(notification).decode(), id=notification["id"],
-                      event="notification")
+async def _send(
+    events: EventSourceResponse, notification: dict[str, Any], traceparent: str | None
+) -> None:
+    """Sends one notification, in a span of the trace that created it (when it was traced),
+    linked to the stream's request."""
+    with tracing.span_from(traceparent, "send notification", "producer",
+                           **{"shop.notification.id": notification["id"]}):
+        await events.send(orjson.dumps(notification).decode(), id=notification["id"],
+                          event="notification")
 
 
 async def _forget_stream(pool: db.Pool, stream_id: uuid.UUID) -> None:

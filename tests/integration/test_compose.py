@@ -10,7 +10,7 @@ import os
 import shlex
 import shutil
 import subprocess
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from unittest import mock
 from urllib.parse import urlsplit
@@ -51,6 +51,10 @@ SERVICES: dict[str, type[BaseSettings]] = {
 COMPONENTS: dict[str, type[BaseSettings]] = {"gateway": GatewaySettings, **SERVICES}
 SETTINGS: dict[str, type[BaseSettings]] = {**COMPONENTS, "bootstrap": BootstrapSettings}
 INFRASTRUCTURE = ("postgres", "rabbitmq")
+# `docker compose --profile observability`: started only when asked for.
+PROFILE = "observability"
+OBSERVABILITY = ("prometheus", "grafana", "jaeger")
+OBSERVABILITY_FILES = ROOT / "deploy" / "observability"
 
 Service = dict[str, Any]
 
@@ -106,11 +110,35 @@ def conditions(service: Service) -> dict[str, str]:
 
 def published_targets(service: Service) -> list[int]:
     """Container ports a service publishes, from the short ("8080:8080") or the long form."""
-    targets = []
+    return [target for _, target in published(service)]
+
+
+def published(service: Service) -> list[tuple[str, int]]:
+    """(host address, container port) of each port a service publishes; the address is ""
+    when the port is published on every interface."""
+    ports = []
     for port in service.get("ports") or []:
-        target = port["target"] if isinstance(port, dict) else str(port).rsplit(":", 1)[-1]
-        targets.append(int(str(target).split("/")[0]))
-    return targets
+        if isinstance(port, dict):
+            host_ip, target = port.get("host_ip", ""), port["target"]
+        else:
+            parts = str(port).split(":")
+            host_ip, target = (parts[0] if len(parts) == 3 else ""), parts[-1]
+        ports.append((host_ip, int(str(target).split("/")[0])))
+    return ports
+
+
+def bind_mounts(service: Service) -> dict[str, Path]:
+    """Container path -> file or directory of this machine, for each bind mount, from the
+    short ("./a:/b:ro") or the long form."""
+    mounts = {}
+    for volume in service.get("volumes") or []:
+        if isinstance(volume, dict):
+            if volume.get("type") == "bind":
+                mounts[volume["target"]] = Path(volume["source"])
+        elif volume.startswith(("/", ".")):
+            source, target = volume.split(":")[:2]
+            mounts[target] = Path(source)
+    return {target: (ROOT / source).resolve() for target, source in mounts.items()}
 
 
 def command_module(service: Service) -> str:
@@ -135,7 +163,15 @@ def test_every_secret_is_required(env_file: Path, missing: str) -> None:
 
 
 def test_every_part_is_there(services: dict[str, Service]) -> None:
-    assert set(services) == {*SETTINGS, *INFRASTRUCTURE}
+    assert set(services) == {*SETTINGS, *INFRASTRUCTURE, *OBSERVABILITY}
+
+
+def test_the_observability_tools_run_only_with_their_profile(
+    services: dict[str, Service],
+) -> None:
+    for name, service in services.items():
+        expected = [PROFILE] if name in OBSERVABILITY else []
+        assert (service.get("profiles") or []) == expected, name
 
 
 @pytest.mark.parametrize("name", [*COMPONENTS, *INFRASTRUCTURE])
@@ -205,10 +241,14 @@ def test_gateway_upstreams_point_at_the_services(services: dict[str, Service], n
 
 
 def test_only_the_gateway_publishes_a_port(services: dict[str, Service]) -> None:
+    """Of the shop itself: the observability tools publish theirs to this machine alone."""
     gateway_port = int(environment(services["gateway"])["PORT"])
     assert published_targets(services["gateway"]) == [gateway_port]
-    publishing = [name for name in services if name != "gateway" and services[name].get("ports")]
+    publishing = [name for name in services
+                  if name not in ("gateway", *OBSERVABILITY) and services[name].get("ports")]
     assert not publishing
+    for name in OBSERVABILITY:
+        assert {host for host, _ in published(services[name])} == {"127.0.0.1"}, name
 
 
 @pytest.mark.parametrize("name", SERVICES)
@@ -261,3 +301,85 @@ def test_bootstrap_signs_in_to_rabbitmq_as_its_administrator(
         assert url.hostname == "rabbitmq"
         assert url.username == broker["RABBITMQ_DEFAULT_USER"]
         assert url.password == broker["RABBITMQ_DEFAULT_PASS"] == SECRETS["RABBITMQ_PASSWORD"]
+
+
+# The observability profile -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", OBSERVABILITY)
+def test_observability_images_are_pinned(services: dict[str, Service], name: str) -> None:
+    """A version, not a moving tag: the dashboard and the provisioning are written for it."""
+    image = services[name]["image"]
+    repository, _, tag = image.rpartition(":")
+    assert "@sha256:" in image or (repository and tag.lstrip("v")[:1].isdigit()), image
+    assert tag.count(".") >= 2 or "@sha256:" in image, f"{image}: name the patch version"
+
+
+@pytest.mark.parametrize("name", OBSERVABILITY)
+def test_observability_mounts_exist(services: dict[str, Service], name: str) -> None:
+    for target, source in bind_mounts(services[name]).items():
+        assert source.is_relative_to(OBSERVABILITY_FILES), (name, target, source)
+        assert source.exists(), (name, target, source)
+
+
+def test_prometheus_reads_its_config_and_rules_from_the_repository(
+    services: dict[str, Service],
+) -> None:
+    mounts = bind_mounts(services["prometheus"])
+    config_path = "/etc/prometheus/prometheus.yml"  # what the image's own command reads
+    assert mounts[config_path] == OBSERVABILITY_FILES / "prometheus.yml"
+    config = yaml.safe_load(mounts[config_path].read_text())
+    assert config["rule_files"], "the alerting rules are evaluated"
+    for rules in config["rule_files"]:  # relative to the config file, in the container
+        assert mounts[str(PurePosixPath(config_path).parent / rules)] == (
+            OBSERVABILITY_FILES / rules
+        )
+
+
+def test_prometheus_scrapes_every_components_metrics_port(services: dict[str, Service]) -> None:
+    config = yaml.safe_load((OBSERVABILITY_FILES / "prometheus.yml").read_text())
+    (job,) = [job for job in config["scrape_configs"] if job["job_name"] == "shop"]
+    targets = {target for static in job["static_configs"] for target in static["targets"]}
+    assert targets == {
+        f"{name}:{environment(services[name])['METRICS_PORT']}" for name in COMPONENTS
+    }
+    for name in COMPONENTS:
+        assert environment(services[name])["METRICS_HOST"] == "0.0.0.0", name
+
+
+def test_grafana_is_provisioned_with_the_data_sources_and_the_dashboard(
+    services: dict[str, Service],
+) -> None:
+    grafana = services["grafana"]
+    mounts = bind_mounts(grafana)
+    provisioning = mounts["/etc/grafana/provisioning"]
+    assert provisioning == OBSERVABILITY_FILES / "grafana" / "provisioning"
+    sources = [source for path in (provisioning / "datasources").glob("*.yml")
+               for source in yaml.safe_load(path.read_text())["datasources"]]
+    hosts = {source["type"]: urlsplit(source["url"]) for source in sources}
+    # Each data source is the profile's own service, on the port it listens on.
+    assert (hosts["prometheus"].hostname, hosts["prometheus"].port) == ("prometheus", 9090)
+    assert (hosts["jaeger"].hostname, hosts["jaeger"].port) == ("jaeger", 16686)
+    assert conditions(grafana).keys() == {"prometheus", "jaeger"}
+    providers = [provider for path in (provisioning / "dashboards").glob("*.yml")
+                 for provider in yaml.safe_load(path.read_text())["providers"]]
+    (provider,) = providers
+    dashboards = mounts[provider["options"]["path"]]
+    assert sorted(p.name for p in dashboards.glob("*.json")) == ["shop.json"]
+    home = environment(grafana)["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert (dashboards / PurePosixPath(home).relative_to(provider["options"]["path"])).exists()
+
+
+def test_tracing_is_off_unless_an_otlp_endpoint_is_given(
+    services: dict[str, Service], env_file: Path
+) -> None:
+    for name in COMPONENTS:
+        assert environment(services[name])["OTEL_EXPORTER_OTLP_ENDPOINT"] == "", name
+    endpoint = "http://jaeger:4318"
+    result = run_config(env_file, {**SECRETS, "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint})
+    assert result.returncode == 0, result.stderr
+    traced = yaml.safe_load(result.stdout)["services"]
+    for name in COMPONENTS:
+        assert environment(traced[name])["OTEL_EXPORTER_OTLP_ENDPOINT"] == endpoint, name
+    # Jaeger takes OTLP over gRPC and HTTP, and shows the traces on 16686.
+    assert {4317, 4318, 16686} <= set(published_targets(services["jaeger"]))

@@ -4,8 +4,11 @@ operators' kinds against tests/crd_schemas), the shape every component must have
 policies that let only the gateway take outside traffic, and a policy scanner's verdict."""
 
 import json
+import os
+import re
 import subprocess
 import sys
+import textwrap
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,7 @@ import yaml
 
 from gateway.settings import GatewaySettings
 from services.auth.settings import AuthSettings
+from services.backup import parser as backup_parser
 from services.bootstrap import BootstrapSettings
 from services.notifications.settings import NotificationsSettings
 from services.orders.settings import OrdersSettings
@@ -64,14 +68,21 @@ def test_every_builtin_object_is_valid_for_the_kubernetes_version() -> None:
         kubernetes_validate.validate(doc, KUBERNETES, strict=True)
 
 
+OPERATOR_KINDS = ("Cluster", "Pooler", "ScheduledBackup", "RabbitmqCluster")
+
+
+def validate_operator_object(doc: dict[str, Any]) -> None:
+    group = doc["apiVersion"].replace("/", "_")
+    schema = json.loads((CRD_SCHEMAS / f"{group}_{doc['kind']}.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.Draft202012Validator(schema).validate(doc)
+
+
 def test_the_operators_objects_are_valid_for_their_versions() -> None:
-    custom = [doc for doc in rendered() if doc["kind"] in ("Cluster", "Pooler", "RabbitmqCluster")]
-    assert {doc["kind"] for doc in custom} == {"Cluster", "Pooler", "RabbitmqCluster"}
+    custom = [doc for doc in rendered() if doc["kind"] in OPERATOR_KINDS]
+    assert {doc["kind"] for doc in custom} == set(OPERATOR_KINDS)
     for doc in custom:
-        group = doc["apiVersion"].replace("/", "_")
-        schema = json.loads((CRD_SCHEMAS / f"{group}_{doc['kind']}.json").read_text())
-        jsonschema.Draft202012Validator.check_schema(schema)
-        jsonschema.Draft202012Validator(schema).validate(doc)
+        validate_operator_object(doc)
 
 
 def test_a_misspelled_field_of_an_operators_object_is_refused() -> None:
@@ -164,8 +175,8 @@ def test_no_secret_is_written_into_the_manifests() -> None:
     holds a credential (a URL with a password in it)."""
     assert not of_kind("Secret")
     for doc in rendered():
-        assert ":" + "//" not in yaml.safe_dump(doc).replace("http" + "://shop-", ""), doc[
-            "kind"]
+        text = yaml.safe_dump(doc).replace("http" + "://shop-", "").replace("s3" + "://", "")
+        assert ":" + "//" not in text, doc["kind"]
 
 
 def test_postgres_has_a_synchronous_standby_and_a_transaction_pooler() -> None:
@@ -177,6 +188,119 @@ def test_postgres_has_a_synchronous_standby_and_a_transaction_pooler() -> None:
     assert pooler["pgbouncer"]["poolMode"] == "transaction"
     assert pooler["instances"] >= 2
     assert of_kind("RabbitmqCluster")["shop-mq"]["spec"]["replicas"] == 3
+
+
+def test_postgres_archives_its_wal_and_takes_a_base_backup_every_night() -> None:
+    """Point-in-time recovery: WAL archived to object storage as it is written, and base
+    backups there on a schedule, with keys from a Secret, never in the manifests."""
+    backup = of_kind("Cluster")["shop-db"]["spec"]["backup"]
+    store = backup["barmanObjectStore"]
+    assert store["destinationPath"].startswith("s3" + "://")
+    assert store["wal"]["compression"] and store["wal"]["encryption"]
+    for key in ("accessKeyId", "secretAccessKey"):
+        assert set(store["s3Credentials"][key]) == {"name", "key"}
+    assert backup["retentionPolicy"] == "30d"
+    (scheduled,) = of_kind("ScheduledBackup").values()
+    assert scheduled["spec"]["cluster"]["name"] == "shop-db"
+    assert scheduled["spec"]["method"] == "barmanObjectStore"
+    assert len(scheduled["spec"]["schedule"].split()) == 6  # seconds first
+    # The instances reach the object store: no policy holds their egress.
+    assert _allowed("Egress", POSTGRES[1], OUTSIDE, 443)
+
+
+def test_a_misspelled_backup_field_is_refused() -> None:
+    cluster = json.loads(json.dumps(of_kind("Cluster")["shop-db"]))
+    cluster["spec"]["backup"]["barmanObjectStore"]["destinationPth"] = "s3" + "://x"
+    with pytest.raises(jsonschema.ValidationError):
+        validate_operator_object(cluster)
+    scheduled = json.loads(json.dumps(next(iter(of_kind("ScheduledBackup").values()))))
+    scheduled["spec"]["schedule"] = "0 2 * * *"  # five fields: the hour would be a minute
+    with pytest.raises(jsonschema.ValidationError):
+        validate_operator_object(scheduled)
+
+
+# The restore procedure of docs/operations.md, as an operator would write it down -----------
+
+RESTORE_GUIDE = ROOT / "docs" / "operations.md"
+
+
+def restore_files() -> dict[str, str]:
+    """The files of the guide's `restore/` directory: its YAML blocks naming one."""
+    blocks = re.findall(r"```yaml\n(.*?)```", RESTORE_GUIDE.read_text(), re.DOTALL)
+    files = {}
+    for block in blocks:
+        text = textwrap.dedent(block)
+        first = text.splitlines()[0]
+        if first.startswith("# restore/"):
+            files[first.removeprefix("# restore/").strip()] = text
+    return files
+
+
+def rendered_restore(directory: Path) -> tuple[dict[str, Any], ...]:
+    for name, text in restore_files().items():
+        (directory / name).write_text(text)
+    kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    # Written for restore/ in the checkout; here the same overlay, where it is.
+    assert kustomization["resources"] == ["../deploy/overlays/production"]
+    kustomization["resources"] = [os.path.relpath(OVERLAY, directory)]  # kustomize: no absolute
+    (directory / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    output = subprocess.run([str(KUBECTL), "kustomize", str(directory)], capture_output=True,
+                            text=True, check=True).stdout
+    return tuple(doc for doc in yaml.safe_load_all(output) if doc)
+
+
+def test_the_guide_s_restore_recovers_shop_db_from_the_archive_it_writes(
+    tmp_path: Path,
+) -> None:
+    restored = {(d["kind"], d["metadata"]["name"]): d for d in rendered_restore(tmp_path)}
+    cluster = restored[("Cluster", "shop-db")]
+    validate_operator_object(cluster)
+    spec, running = cluster["spec"], of_kind("Cluster")["shop-db"]["spec"]
+    assert set(spec["bootstrap"]) == {"recovery"}
+    recovery = spec["bootstrap"]["recovery"]
+    assert recovery["recoveryTarget"]["targetTime"]
+    initdb = running["bootstrap"]["initdb"]
+    assert (recovery["database"], recovery["owner"], recovery["secret"]) == (
+        initdb["database"], initdb["owner"], initdb["secret"])
+    (source,) = [c for c in spec["externalClusters"] if c["name"] == recovery["source"]]
+    written = running["backup"]["barmanObjectStore"]
+    read = source["barmanObjectStore"]
+    # It reads the archive the running cluster writes, and writes an archive of its own.
+    assert (read["destinationPath"], read["serverName"], read["s3Credentials"]) == (
+        written["destinationPath"], written.get("serverName", "shop-db"),
+        written["s3Credentials"])
+    assert spec["backup"]["barmanObjectStore"]["serverName"] != read["serverName"]
+    # Everything else as the production overlay has it.
+    assert {k: v for k, v in spec.items() if k not in ("bootstrap", "externalClusters",
+                                                       "backup")} == {
+        k: v for k, v in running.items() if k not in ("bootstrap", "backup")}
+
+
+def test_the_guide_s_restore_keeps_the_components_stopped_and_runs_after_recovery(
+    tmp_path: Path,
+) -> None:
+    restored = rendered_restore(tmp_path)
+    for doc in restored:
+        if doc["kind"] == "Deployment":
+            assert doc["spec"]["replicas"] == 0, doc["metadata"]["name"]
+    (job,) = [d for d in restored if d["kind"] == "Job"]
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["command"][:3] == ["python", "-m", "services.backup"]
+    # A command the module takes, with the bootstrap's settings (the Job's secrets).
+    assert backup_parser().parse_args(container["command"][3:]).command == "after-recovery"
+    # Otherwise the bootstrap Job: the same image, secrets and limits.
+    bootstrap_job = of_kind("Job")["shop-bootstrap"]["spec"]["template"]["spec"]
+    assert {**job["spec"]["template"]["spec"], "containers": None} == {
+        **bootstrap_job, "containers": None}
+    assert {**container, "command": None} == {**bootstrap_job["containers"][0], "command": None}
+    untouched = {(d["kind"], d["metadata"]["name"]) for d in restored} - {
+        ("Cluster", "shop-db"), ("Job", "shop-bootstrap")}
+    by_id = {(d["kind"], d["metadata"]["name"]): d for d in restored}
+    production = {(d["kind"], d["metadata"]["name"]): d for d in rendered()}
+    assert set(by_id) == set(production)
+    for key in untouched:
+        if key[0] != "Deployment":
+            assert by_id[key] == production[key], key
 
 
 @pytest.mark.parametrize("component", SETTINGS)

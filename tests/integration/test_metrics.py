@@ -2,11 +2,21 @@
 the port clients reach."""
 
 import re
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
+import aio_pika
 import aiohttp
+import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.harness import System, call, eventually, place_order
+from services.tracking.handlers import SUBSCRIPTION as TRACKING
+from shopkit.app import CONSUMERS_KEY
+from shopkit.events import ORDER_CREATED, owner_of
+from tests.conftest import unique_email
+from tests.events import publish_event, take_dead_letters
+from tests.harness import RABBITMQ_URL, System, call, eventually, login, place_order, register
 
 UUID_IN = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-")
 
@@ -90,3 +100,135 @@ async def test_methods_the_api_does_not_use_share_one_label(
     methods = {s.labels["method"] for s in
                (await _scrape(system.metrics_url("gateway")))["shop_http_requests"]}
     assert "OTHER" in methods and not methods & set(others)
+
+
+# The metrics the alerts and the dashboard read (deploy/observability, docs/alerting.md) ------
+
+
+def _reading(
+    system: System, scraped: str, name: str, **labels: str
+) -> Callable[[], Awaitable[float]]:
+    """Reads one metric's value (summed over the series `labels` select) from a fresh scrape
+    of the `scraped` component's metrics listener, as Prometheus would."""
+    family = name.removesuffix("_total").removesuffix("_count")
+
+    async def read() -> float:
+        families = await _scrape(system.metrics_url(scraped))
+        return _value(families.get(family, []), name, **labels)
+
+    return read
+
+
+def _until(read: Callable[[], Awaitable[float]], holds: Callable[[float], bool]) -> Callable:
+    async def check() -> bool:
+        return holds(await read())
+
+    return check
+
+
+async def test_a_poison_message_raises_its_dead_letter_queues_depth(system: System) -> None:
+    depth = _reading(system, "tracking", "shop_dead_letter_messages", queue=TRACKING.queue)
+    await take_dead_letters(TRACKING.queue)  # each test sees only its own
+    await eventually(_until(depth, lambda value: value == 0))
+    await publish_event(ORDER_CREATED, {}, raw_body=f"{{not json {uuid.uuid4()}".encode())
+    try:
+        await eventually(_until(depth, lambda value: value >= 1))
+    finally:
+        await take_dead_letters(TRACKING.queue)
+    await eventually(_until(depth, lambda value: value == 0))
+
+
+async def _publish_to_queue(queue: str, count: int) -> None:
+    """Well-formed order.created events straight into `queue`, as the DLQ tool requeues
+    (the default exchange under the queue's name): only that queue's consumers get them."""
+    connection = await aio_pika.connect(RABBITMQ_URL)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        for _ in range(count):
+            body = orjson.dumps({
+                "id": str(uuid.uuid4()), "type": ORDER_CREATED,
+                "occurredAt": datetime.now(UTC).isoformat(), "source": owner_of(ORDER_CREATED),
+                "data": {"orderId": str(uuid.uuid4()), "userId": str(uuid.uuid4()),
+                         "status": "placed", "version": 1},
+            })
+            await channel.default_exchange.publish(
+                aio_pika.Message(body, content_type="application/json"), routing_key=queue
+            )
+
+
+async def test_a_stopped_consumer_shows_stopped_not_ready_and_its_queue_lagging(
+    system: System,
+) -> None:
+    """What ShopConsumerStopped and ShopComponentNotReady read, and the lag they explain."""
+
+    def running() -> Callable[[], Awaitable[float]]:  # the running app, also once restarted
+        return _reading(system, "tracking", "shop_consumer_running", queue=TRACKING.queue)
+
+    def ready() -> Callable[[], Awaitable[float]]:
+        return _reading(system, "tracking", "shop_ready", component="tracking")
+
+    def lag() -> Callable[[], Awaitable[float]]:
+        return _reading(system, "tracking", "shop_consumer_lag_messages", queue=TRACKING.queue)
+
+    await eventually(_until(running(), lambda value: value == 1))
+    await eventually(_until(ready(), lambda value: value == 1))
+    try:
+        for consumer in system.apps["tracking"][CONSUMERS_KEY]:
+            await consumer.stop(finish_within=1)
+        await eventually(_until(running(), lambda value: value == 0))
+        await eventually(_until(ready(), lambda value: value == 0))
+        await _publish_to_queue(TRACKING.queue, 3)
+        await eventually(_until(lag(), lambda value: value >= 3))
+    finally:
+        # A stopped consumer does not start again: a fresh instance, as a restart would.
+        await system.stop("tracking")
+        await system.start("tracking")
+    await eventually(_until(lag(), lambda value: value == 0))
+    assert await running()() == 1 and await ready()() == 1
+
+
+async def test_the_database_pool_wait_is_observed(
+    system: System, client: aiohttp.ClientSession, user_token: str
+) -> None:
+    waits = _reading(system, "orders", "shop_db_pool_wait_seconds_count", component="orders")
+    before = await waits()
+    status, _ = await call(client, "GET", "/api/orders", user_token)
+    assert status == 200
+    assert await waits() > before
+    families = await _scrape(system.metrics_url("orders"))
+    buckets = [s for s in families["shop_db_pool_wait_seconds"]
+               if s.name == "shop_db_pool_wait_seconds_bucket"
+               and s.labels["component"] == "orders"]
+    assert buckets and buckets[-1].labels["le"] == "+Inf"
+
+
+async def test_a_token_asked_for_again_is_a_cache_hit(
+    system: System, client: aiohttp.ClientSession, user_token: str
+) -> None:
+    hits = _reading(system, "gateway", "shop_token_cache_lookups_total", result="hit")
+    lookups = _reading(system, "gateway", "shop_token_cache_lookups_total")
+    before, looked_up_before = await hits(), await lookups()
+
+    async def hit_again() -> bool:  # the cache is used once the gateway hears revocations
+        status, _ = await call(client, "GET", "/api/users/me", user_token)
+        assert status == 200
+        return await hits() > before
+
+    await eventually(hit_again)
+    assert await lookups() > looked_up_before + 1, "the first lookup was a miss (or off)"
+    families = await _scrape(system.metrics_url("gateway"))
+    results = {s.labels["result"] for s in families["shop_token_cache_lookups"]}
+    assert results == {"hit", "miss", "off"}, "one series per result, whatever the tokens"
+
+
+async def test_a_revocation_heard_is_counted(
+    system: System, client: aiohttp.ClientSession
+) -> None:
+    heard = _reading(system, "gateway", "shop_revocations_heard_total")
+    email = unique_email()
+    await register(client, email)
+    token = await login(client, email)
+    before = await heard()
+    status, _ = await call(client, "POST", "/api/users/logout", token)
+    assert status == 200
+    await eventually(_until(heard, lambda value: value > before))

@@ -13,8 +13,16 @@ import pytest
 from bench.cpu import LOAD, CpuReading, CpuUse, cpu_reading, cpu_use, machine_cpu, process_cpu
 from bench.curve import Point, draw, saturated
 from bench.load import Sample, Summary, open_loop, parse_hey, parse_wrk
-from bench.processes import BARE_PIPELINE, BARE_PROXY, PORTS, QUIET_GATEWAY
-from bench.report import Results, report, verdicts
+from bench.processes import (
+    BARE_PIPELINE,
+    BARE_PROXY,
+    OTLP_SINK,
+    PORTS,
+    QUIET_GATEWAY,
+    TRACED,
+    TRACED_GATEWAY,
+)
+from bench.report import Results, report, tracing_costs, verdicts
 from bench.same_rate import HopCosts, Measured, PipelineCosts, rate_for_half_the_machine
 from bench.scenarios import identity_cost
 
@@ -119,9 +127,11 @@ def _results(ratio: float, largest_mib: float = 50.0, peer_p99: float = 20.0) ->
     hop = HopCosts("GET /api/users/me", "auth", 700.0, {
         "gateway": _measured("gateway", {"gateway": 0.5 * ratio, "auth": 0.25 * ratio}),
         QUIET_GATEWAY: _measured(QUIET_GATEWAY, {QUIET_GATEWAY: 0.48, "auth": 0.25}),
+        TRACED_GATEWAY: _measured(TRACED_GATEWAY, {TRACED_GATEWAY: 0.6, TRACED["auth"]: 0.3,
+                                                   OTLP_SINK: 0.05}),
         BARE_PROXY: _measured(BARE_PROXY, {BARE_PROXY: 0.5, "auth": 0.25}),
         "auth directly": _measured("auth directly", {"auth": 0.25}),
-    })
+    }, spans_per_request=4.0)
     orders = PipelineCosts("order", 300.0,
                            _measured("ours", {"orders": 2.0 * ratio, LOAD: 9.0}),
                            _measured("bare", {BARE_PIPELINE: 2.0}),
@@ -134,7 +144,8 @@ def _results(ratio: float, largest_mib: float = 50.0, peer_p99: float = 20.0) ->
     return Results(reads=[read], hops=[hop], orders=orders, changes=changes,
                    curves={"gateway": [Point(200, Sample(200, 1.0, 2.0, 0))]},
                    memory={"rest": memory, "rest_in_files": memory, "loaded": memory},
-                   autovacuum=False, identity_us=(4.0, 5.0))
+                   autovacuum=False, identity_us=(4.0, 5.0),
+                   resident_traced={name: 60.0 for name in TRACED.values()}, tracing_off_us=1.5)
 
 
 def test_a_run_exactly_at_every_bound_meets_every_target() -> None:
@@ -172,6 +183,20 @@ def test_the_report_gives_the_access_log_s_cost_and_each_pipeline_by_process() -
     orders = text[text.index("## 3."):text.index("## 4.")]
     assert "| orders | 2.000 |" in orders and f"| {BARE_PIPELINE} | 2.000 |" in orders
     assert "![p50 and p99 against offered load](latency.png)" in text
+
+
+def test_tracing_s_cost_is_each_traced_process_against_its_untraced_twin() -> None:
+    results = _results(1.0)
+    (gateway_off, gateway_on), (service_off, service_on) = tracing_costs(results.hops[0])
+    assert (gateway_off, gateway_on) == (0.5, 0.6) and (service_off, service_on) == (0.25, 0.3)
+    text = report(results, runs=1, seconds=5)
+    tracing = text[text.index("## 8."):]
+    assert ("| GET /api/users/me at 700/s | 0.500 | 0.600 | +100 µs (+20 %) | 0.250 | 0.300 |"
+            " +50 µs (+20 %) | 4.0 | 0.050 |") in tracing
+    assert "| auth | 50.0 | 60.0 |" in tracing and "1.50 µs" in tracing
+    # Section 2 shows the traced path with its own service's CPU.
+    hops = text[text.index("## 2."):text.index("## 3.")]
+    assert f"| {TRACED_GATEWAY} | 0.600 | 0.300 |" in hops
 
 
 # /proc/<pid>/stat of a process whose name holds ") " (the last parenthesis ends the name):

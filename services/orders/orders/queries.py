@@ -24,6 +24,7 @@ from services.orders.orders.domain import (
     Placement,
 )
 from services.orders.products.queries import PRODUCT
+from shopkit import tracing
 from shopkit.events import ORDER_CREATED, ORDER_STATUS_CHANGED
 from shopkit.outbox import event_insert, event_parameters, event_written
 from shopkit.sqljson import json_object
@@ -40,7 +41,7 @@ def _event(event_type: str, order_id: UUID, request_id: str | None) -> tuple[obj
 
 
 # Parameters: $1 order id, $2 user, $3 address, $4 the lines' products, $5 their quantities,
-# $6 note, $7 Idempotency-Key, $8 fingerprint, $9 the user's cap on open orders, $10-$14 the
+# $6 note, $7 Idempotency-Key, $8 fingerprint, $9 the user's cap on open orders, $10-$15 the
 # event.
 _PLACE_ORDER = f"""
     WITH earlier AS (
@@ -141,13 +142,16 @@ async def place_order(
     same Idempotency-Key makes it raise UniqueViolationError on IDEMPOTENCY_INDEX.
     """
     lines = placement.lines
-    row = await conn.fetchrow(
-        _PLACE_ORDER,
-        placement.order_id, placement.user_id, placement.address_id,
-        [line.product_id for line in lines], [line.quantity for line in lines],
-        placement.note, placement.idempotency_key, placement.fingerprint, placement.max_open,
-        *_event(ORDER_CREATED, placement.order_id, request_id),
-    )
+    # The statement is the transaction: its span is the one the event's row names (the
+    # event's publish is its child), its statement's span the asyncpg instrumentation's.
+    with tracing.span("transaction place order"):
+        row = await conn.fetchrow(
+            _PLACE_ORDER,
+            placement.order_id, placement.user_id, placement.address_id,
+            [line.product_id for line in lines], [line.quantity for line in lines],
+            placement.note, placement.idempotency_key, placement.fingerprint,
+            placement.max_open, *_event(ORDER_CREATED, placement.order_id, request_id),
+        )
     if row["id"] is not None:
         event_written(conn)
     return row
@@ -155,7 +159,7 @@ async def place_order(
 
 # Parameters: $1 order id, $2 the new status, $3 the statuses it may be reached from, $4 the
 # history note, $5 the caller (NULL: the system), $6 whether the caller may move others'
-# orders, $7 whether the move gives the order's stock back, $8-$12 the event.
+# orders, $7 whether the move gives the order's stock back, $8-$13 the event.
 _MOVE_ORDER = f"""
     WITH current AS (
         -- Locked until commit: changes of one order happen one after another. FOR UPDATE
@@ -220,11 +224,12 @@ async def move_order(conn: Conn, move: Move, request_id: str | None) -> asyncpg.
     When it moved, the order's row as it now is, its `items` and its history: the
     `earlier_history` entries (as the statement's snapshot has them) and the new `entry`.
     """
-    row = await conn.fetchrow(
-        _MOVE_ORDER, move.order_id, move.to, list(move.allowed_from), move.note, move.by,
-        move.any_owner, move.gives_stock_back, *_event(ORDER_STATUS_CHANGED, move.order_id,
-                                                      request_id),
-    )
+    with tracing.span("transaction move order"):  # as in place_order
+        row = await conn.fetchrow(
+            _MOVE_ORDER, move.order_id, move.to, list(move.allowed_from), move.note, move.by,
+            move.any_owner, move.gives_stock_back,
+            *_event(ORDER_STATUS_CHANGED, move.order_id, request_id),
+        )
     if row["id"] is not None:
         event_written(conn)
     return row
