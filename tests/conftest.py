@@ -10,12 +10,14 @@ import os
 import secrets
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import aiohttp
 import asyncpg
 import pytest
+from pydantic import SecretStr
+from yarl import URL
 
 from services.bootstrap import BootstrapSettings, set_up_broker
 from shopkit.bootstrap import ServiceDatabase, bootstrap, with_database
@@ -55,6 +57,42 @@ def scratch_settings(settings_class: type[S], **overrides: Any) -> S:
         rabbitmq_url=RABBITMQ_URL,
         **overrides,
     )
+
+
+@dataclass(frozen=True)
+class OwnShop:
+    services: list[ServiceDatabase]
+    environment: dict[str, str]  # what .env gives make run's and make's commands
+
+
+async def drop_database(name: str) -> None:
+    """Drops a test's own database; `name` is made of the test run's name, never of input."""
+    conn = await asyncpg.connect(ADMIN_DSN)
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await conn.close()
+
+
+async def own_shop(name: str) -> OwnShop:
+    """A shop of a test's own, as `make db` makes one: a database and a vhost `name`, made
+    afresh, with their roles, schemas, broker users and queues."""
+    await drop_database(name)
+    await fresh_vhost(name)
+    administrator = URL(RABBITMQ_URL).with_path(f"/{name}").human_repr()
+    settings = bootstrap_settings_for_tests(secrets.token_urlsafe(16), name, name).model_copy(
+        update={"rabbitmq_url": SecretStr(administrator)})
+    services = settings.services()
+    await bootstrap(ADMIN_DSN, services)
+    await set_up_broker(settings)
+    return OwnShop(services, {
+        "ADMIN_DATABASE_URL": ADMIN_DSN,
+        "RABBITMQ_URL": administrator,
+        **{f"{s.schema.upper()}_DATABASE_URL": s.dsn for s in services},
+        **{f"{c.upper()}_RABBITMQ_URL": component_rabbitmq_url(c, name) for c in COMPONENTS},
+        **{f"{service.upper()}_IDENTITY_SECRET": key
+           for service, key in IDENTITY_SECRETS.items()},
+    })
 
 
 def bootstrap_settings_for_tests(

@@ -15,7 +15,6 @@ old token still good, new orders taken.
 import asyncio
 import os
 import re
-import secrets
 import shlex
 import subprocess
 import tarfile
@@ -27,15 +26,20 @@ import aio_pika
 import aiohttp
 import asyncpg
 import pytest
-from pydantic import SecretStr
 from yarl import URL
 
 from services.auth.domain import token_hash
-from services.bootstrap import SUBSCRIPTIONS, set_up_broker
-from shopkit.bootstrap import ServiceDatabase, bootstrap, with_database
+from services.bootstrap import SUBSCRIPTIONS
+from shopkit.bootstrap import ServiceDatabase, with_database
 from shopkit.broker_access import ShopBroker, export_definitions, management_url_for
 from shopkit.topology import declared
-from tests.conftest import ADMIN_DSN, admin_token_for, bootstrap_settings_for_tests, unique_email
+from tests.conftest import (
+    ADMIN_DSN,
+    admin_token_for,
+    drop_database,
+    own_shop,
+    unique_email,
+)
 from tests.harness import (
     COMPONENTS,
     RABBITMQ_URL,
@@ -46,7 +50,6 @@ from tests.harness import (
     create_product,
     drop_vhost,
     eventually,
-    fresh_vhost,
     login,
     queue_settled,
     register,
@@ -111,37 +114,18 @@ class Drill:
 # The drill's shop ---------------------------------------------------------------------------
 
 
-async def _drop_database() -> None:
-    conn = await asyncpg.connect(ADMIN_DSN)
-    try:  # DRILL is made of the test run's name, never of input
-        await conn.execute(f"DROP DATABASE IF EXISTS {DRILL} WITH (FORCE)")
-    finally:
-        await conn.close()
-
-
 @pytest.fixture(scope="module")
 async def shop(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Shop]:
     """The drill's own shop, bootstrapped, with the environment .env would give it."""
-    await _drop_database()
-    await fresh_vhost(DRILL)
-    settings = bootstrap_settings_for_tests(secrets.token_urlsafe(16), DRILL, DRILL).model_copy(
-        update={"rabbitmq_url": SecretStr(ADMINISTRATOR)})
-    services = settings.services()
-    await bootstrap(ADMIN_DSN, services)
-    await set_up_broker(settings)
-    environment = {
-        "ADMIN_DATABASE_URL": ADMIN_DSN,
-        "RABBITMQ_URL": ADMINISTRATOR,
-        **{f"{s.schema.upper()}_DATABASE_URL": s.dsn for s in services},
-        **{f"{c.upper()}_RABBITMQ_URL": component_rabbitmq_url(c, DRILL) for c in COMPONENTS},
-        "BACKUP_DIR": str(tmp_path_factory.mktemp("backups")),
-    }
+    own = await own_shop(DRILL)
+    services = own.services
+    environment = {**own.environment, "BACKUP_DIR": str(tmp_path_factory.mktemp("backups"))}
     db = await asyncpg.create_pool(with_database(ADMIN_DSN, DRILL), min_size=1, max_size=2)
     assert db is not None
     yield Shop(environment, {s.schema: s for s in services}, db)
     await db.close()
     await drop_vhost(DRILL)
-    await _drop_database()
+    await drop_database(DRILL)
 
 
 @pytest.fixture(scope="module")
@@ -397,7 +381,7 @@ async def test_the_shop_comes_back_from_its_backup_and_every_event_is_applied_on
 ) -> None:
     db = drill.shop.db
     await system.terminate()
-    await _drop_database()
+    await drop_database(DRILL)
     await drop_vhost(DRILL)
 
     code, out, err = await backup_command(drill.shop, "restore", str(drill.backup))

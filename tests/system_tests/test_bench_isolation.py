@@ -3,7 +3,6 @@ into a database and a RabbitMQ virtual host of its own, never into those `make r
 
 import asyncio
 import os
-import secrets
 import subprocess
 import sys
 import uuid
@@ -13,21 +12,14 @@ from pathlib import Path
 import aio_pika
 import asyncpg
 import pytest
-from pydantic import SecretStr
-from yarl import URL
 
 from bench.isolation import BENCH_NAME, bench_environment
-from services.bootstrap import SUBSCRIPTIONS, set_up_broker
-from shopkit.bootstrap import bootstrap, with_database
-from tests.conftest import ADMIN_DSN, bootstrap_settings_for_tests
+from services.bootstrap import SUBSCRIPTIONS
+from shopkit.bootstrap import with_database
+from tests.conftest import ADMIN_DSN, drop_database, own_shop
 from tests.harness import (
-    COMPONENTS,
-    IDENTITY_SECRETS,
-    RABBITMQ_URL,
     TEST_NAME,
-    component_rabbitmq_url,
     drop_vhost,
-    fresh_vhost,
 )
 from tests.processes import ROOT
 
@@ -70,34 +62,12 @@ def test_a_shop_that_already_is_the_bench_s_is_refused(name: str, value: str) ->
 @pytest.fixture
 async def shop_environment() -> AsyncIterator[dict[str, str]]:
     """A shop of its own, bootstrapped, with what `make run` reads from .env."""
-    conn = await asyncpg.connect(ADMIN_DSN)
-    try:
-        await conn.execute(f"DROP DATABASE IF EXISTS {SHOP} WITH (FORCE)")
-    finally:
-        await conn.close()
-    await fresh_vhost(SHOP)
-    administrator = URL(RABBITMQ_URL).with_path(f"/{SHOP}").human_repr()
-    settings = bootstrap_settings_for_tests(secrets.token_urlsafe(16), SHOP, SHOP).model_copy(
-        update={"rabbitmq_url": SecretStr(administrator)})
-    services = settings.services()
-    await bootstrap(ADMIN_DSN, services)
-    await set_up_broker(settings)
-    environment = {
-        "ADMIN_DATABASE_URL": ADMIN_DSN,
-        "RABBITMQ_URL": administrator,
-        **{f"{s.schema.upper()}_DATABASE_URL": s.dsn for s in services},
-        **{f"{c.upper()}_RABBITMQ_URL": component_rabbitmq_url(c, SHOP) for c in COMPONENTS},
-        **{f"{name.upper()}_IDENTITY_SECRET": key for name, key in IDENTITY_SECRETS.items()},
-    }
+    environment = (await own_shop(SHOP)).environment
     yield environment
     await drop_vhost(SHOP)
     await drop_vhost(BENCH_NAME)
-    conn = await asyncpg.connect(ADMIN_DSN)
-    try:
-        for database in (SHOP, BENCH_NAME):
-            await conn.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
-    finally:
-        await conn.close()
+    for database in (SHOP, BENCH_NAME):
+        await drop_database(database)
 
 
 async def shop_digest() -> dict[str, str]:
