@@ -73,8 +73,8 @@ backup: setup infra
 	$(ENV) python -m services.backup create
 
 restore: setup infra
-	@test -n "$(FILE)" || { echo "usage: make restore FILE=backups/<database>-<time>.tar [FORCE=1]"; exit 2; }
-	$(ENV) python -m services.backup restore $(if $(filter 1 yes true,$(FORCE)),--force )"$(FILE)"
+	@test -n "$$FILE" || { echo "usage: make restore FILE=backups/<database>-<time>.tar [FORCE=1]"; exit 2; }
+	$(ENV) python -m services.backup restore $(if $(filter 1 yes true,$(FORCE)),--force )-- "$$FILE"
 
 lint: setup
 	$(ENV) ruff check .

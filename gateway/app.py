@@ -144,12 +144,15 @@ async def operations(request: web.Request) -> web.Response:
     """Readiness as `/api/ping` has it (at most `fanout_cache_seconds` old); each service's
     part asked of it now, all at once, each for at most OPERATIONS_TIMEOUT_SECONDS."""
     address = client_address(request, request.app[SETTINGS_KEY].trusted_proxies)
-    caller = await admit(request, Access.ADMIN, address)
-    services = list(request.app[UPSTREAMS_KEY])
-    readiness, parts = await asyncio.gather(
-        request.app[READINESS_KEY].get(),
-        asyncio.gather(*(operations_of(request, caller, name) for name in services)),
-    )
+    # Within the client's share, as a proxied request is: each call may ask auth about its
+    # token, and a client must not hold more of the gateway's connections than its share.
+    with request.app[CLIENT_SHARES_KEY].turn(client_bucket(address)):
+        caller = await admit(request, Access.ADMIN, address)
+        services = list(request.app[UPSTREAMS_KEY])
+        readiness, parts = await asyncio.gather(
+            request.app[READINESS_KEY].get(),
+            asyncio.gather(*(operations_of(request, caller, name) for name in services)),
+        )
     by_service = dict(zip(services, parts, strict=True))
     return ok(Operations(
         components=[

@@ -28,7 +28,9 @@ ASSETS_PATH = f"{DOCS_PATH}/static"
 SPEC_TIMEOUT_SECONDS = 5.0
 MERGED_SPEC_KEY = web.AppKey("merged_spec", Recent)
 
-# Swagger UI's own index page, pointed at the merged spec.
+INIT_PATH = f"{DOCS_PATH}/swagger-init.js"
+# Swagger UI's own index page, pointed at the merged spec. No inline script: the start-up
+# script is a file, so the page's policy (DOCS_POLICY) allows scripts of this origin only.
 _PAGE = f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -37,16 +39,30 @@ _PAGE = f"""<!DOCTYPE html>
   <link rel="stylesheet" href="{ASSETS_PATH}/swagger-ui.css">
 </head>
 <body>
-  <div id="swagger-ui"></div>
+  <div id="swagger-ui" data-url="{SPEC_PATH}"></div>
   <script src="{ASSETS_PATH}/swagger-ui-bundle.js"></script>
-  <script>
-    window.onload = () => {{
-      window.ui = SwaggerUIBundle({{ url: "{SPEC_PATH}", dom_id: "#swagger-ui" }});
-    }};
-  </script>
+  <script src="{INIT_PATH}"></script>
 </body>
 </html>
 """
+_INIT = """window.addEventListener("load", () => {
+  const root = document.getElementById("swagger-ui");
+  window.ui = SwaggerUIBundle({ url: root.dataset.url, dom_id: "#swagger-ui" });
+});
+"""
+# The docs share the front end's origin, where a session's token is kept: their pages run
+# this origin's scripts only (Swagger UI styles itself inline), and no file of them is read
+# as another type than it is served as.
+DOCS_POLICY = "; ".join((
+    "default-src 'none'",
+    "script-src 'self'",
+    "style-src 'self' 'unsafe-inline'",
+    "img-src 'self' data:",
+    "connect-src 'self'",
+    "base-uri 'none'",
+    "form-action 'self'",
+    "frame-ancestors 'none'",
+))
 
 
 @documented("The OpenAPI 3.1 description of this API", Access.PUBLIC, tag="docs")
@@ -86,6 +102,19 @@ async def api_docs(request: web.Request) -> web.Response:
     return web.Response(text=_PAGE, content_type="text/html")
 
 
+@documented("Swagger UI's start-up script", Access.PUBLIC, tag="docs",
+            media_type="text/javascript")
+async def api_docs_init(request: web.Request) -> web.Response:
+    return web.Response(text=_INIT, content_type="text/javascript")
+
+
+async def _docs_policy(request: web.Request, response: web.StreamResponse) -> None:
+    """An `on_response_prepare` signal: the docs' pages and files under their policy."""
+    if request.path == DOCS_PATH or request.path.startswith(f"{DOCS_PATH}/"):
+        response.headers["Content-Security-Policy"] = DOCS_POLICY
+        response.headers["X-Content-Type-Options"] = "nosniff"
+
+
 def add_docs(app: web.Application) -> None:
     describe_at_startup(app, "shop API")
 
@@ -95,4 +124,6 @@ def add_docs(app: web.Application) -> None:
     app.on_startup.append(cache)
     app.router.add_get(SPEC_PATH, api_description)
     app.router.add_get(DOCS_PATH, api_docs)
+    app.router.add_get(INIT_PATH, api_docs_init)
+    app.on_response_prepare.append(_docs_policy)
     app.router.add_static(ASSETS_PATH, str(files("swagger_ui") / "static"))

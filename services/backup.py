@@ -33,6 +33,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+from pydantic import SecretStr
 
 from services.bootstrap import SUBSCRIPTIONS, BootstrapSettings, set_up_broker
 from shopkit.backup import (
@@ -59,6 +60,8 @@ from shopkit.broker_access import (
     export_definitions,
     import_definitions,
     messages_waiting,
+    moved_to,
+    shop_definitions,
     vhost_of,
 )
 from shopkit.logs import configure_logging
@@ -72,6 +75,12 @@ ENCRYPT_HINT = ("it holds personal data and password hashes: encrypt it before i
 class BackupSettings(BootstrapSettings):
     # Where `create` writes; the default is relative to where it runs (make: the repository).
     backup_dir: Path = Path("backups")
+    # Signs each backup's manifest (shopkit.backup.signature); a restore needs the same key.
+    backup_signing_key: SecretStr
+
+    @property
+    def signing_key(self) -> bytes:
+        return self.backup_signing_key.get_secret_value().encode()
 
     @property
     def admin_dsn(self) -> str:
@@ -105,7 +114,8 @@ async def create(settings: BackupSettings) -> Path:
             created_at=created_at, database=database, vhost=settings.vhost,
             members={name: digest_of(path) for name, path in members.items()})
         return write_archive(settings.backup_dir,
-                             f"{database.name}-{created_at:%Y%m%dT%H%M%SZ}", manifest, members)
+                             f"{database.name}-{created_at:%Y%m%dT%H%M%SZ}", manifest, members,
+                             settings.signing_key)
 
 
 # make restore -----------------------------------------------------------------------------
@@ -118,11 +128,11 @@ async def restore(settings: BackupSettings, path: Path, force: bool) -> str:
     services = settings.services()
     with tempfile.TemporaryDirectory(prefix="shop-restore-") as work:
         workdir = Path(work)
-        manifest = unpack(path, workdir)
+        manifest = unpack(path, workdir, settings.signing_key)
         _check_fits(manifest, settings)
         await check_dump_readable(settings.admin_dsn, workdir / DUMP)
-        definitions = json.loads((workdir / BROKER).read_text())
-        await _check_empty(settings, _shop_queues(definitions), force)
+        definitions = _shop_part(path, workdir / BROKER, settings)
+        await _check_empty(settings, _shop_queues(), force)
         # From here on, the shop changes.
         await ensure_roles(settings.admin_dsn, services)
         await load_database(settings.admin_dsn, services, workdir / DUMP, workdir)
@@ -147,7 +157,7 @@ async def after_recovery(
     services = settings.services()
     await bootstrap(settings.admin_dsn, services)
     unsent = await mark_unsent(settings.admin_dsn, services, since)
-    queues = _shop_queues(definitions or {"queues": []})
+    queues = _shop_queues()
     if await messages_waiting(settings.management_url, settings.vhost) is not None:  # a vhost
         await delete_queues(settings.management_url, settings.vhost, sorted(queues))
     await ensure_vhost(settings.management_url, settings.vhost)
@@ -179,9 +189,22 @@ def _pairs(schemas: dict[str, str]) -> str:
     return ", ".join(f"{schema} of {role}" for schema, role in sorted(schemas.items()))
 
 
-def _shop_queues(definitions: dict[str, Any]) -> set[str]:
-    """The queues of a backup's definitions, and those this version's bootstrap declares."""
-    return declared(SUBSCRIPTIONS)[0] | {queue["name"] for queue in definitions["queues"]}
+def _shop_queues() -> set[str]:
+    """The queues a restore may empty or make: those this version's bootstrap declares. The
+    vhost may be `/`, shared with others, whose queues are never touched."""
+    return declared(SUBSCRIPTIONS)[0]
+
+
+def _shop_part(path: Path, broker_file: Path, settings: BackupSettings) -> dict[str, Any]:
+    """The backup's RabbitMQ definitions, of this shop only (as `make backup` takes them):
+    whatever else a file names (another user, an administrator, another app's queue or
+    policy) is never imported, whoever wrote the file."""
+    try:
+        definitions = json.loads(broker_file.read_text())
+        return shop_definitions(moved_to(definitions, settings.vhost), settings.shop_broker)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise BadBackup(f"{path} is corrupt: its RabbitMQ definitions cannot be read ({exc})"
+                        ) from exc
 
 
 async def _check_empty(settings: BackupSettings, queues: set[str], force: bool) -> None:

@@ -7,8 +7,9 @@ The file is a tar of four members:
 - `broker.json`: the shop's RabbitMQ definitions (shopkit.broker_access.shop_definitions);
 - `manifest.json`: what the backup is (format version, when, the database, its schemas and
   the roles that own them, the vhost) and each member's size and SHA-256;
-- `manifest.sha256`: the manifest's own SHA-256, written last, so a file cut short anywhere
-  lacks it.
+- `manifest.hmac-sha256`: the manifest's signature under the shop's backup key
+  (`signature`), written last, so a file cut short anywhere lacks it, and a file rebuilt by
+  anyone without the key fails it.
 A restore unpacks and checks all of it before it changes anything (`unpack`).
 
 No secret is written in clear: no role's password (the restore makes the roles from the
@@ -19,10 +20,12 @@ owner alone, and is to be encrypted before it leaves the machine (README, "Backu
 
 import asyncio
 import hashlib
+import hmac
 import io
 import os
 import shutil
 import tarfile
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,7 +42,7 @@ from shopkit.outbox import RETENTION
 DUMP = "database.dump"
 BROKER = "broker.json"
 MANIFEST = "manifest.json"
-MANIFEST_DIGEST = "manifest.sha256"
+MANIFEST_SIGNATURE = "manifest.hmac-sha256"
 CONTENTS = (DUMP, BROKER)
 CHUNK = 1 << 20
 END_OF_ARCHIVE = 2 * tarfile.BLOCKSIZE
@@ -101,13 +104,25 @@ def digest_of(path: Path) -> Member:
     return Member(size=path.stat().st_size, sha256=sha.hexdigest())
 
 
-def write_archive(directory: Path, stem: str, manifest: Manifest, members: dict[str, Path]) -> Path:
+def signature(key: bytes, manifest: bytes) -> bytes:
+    """The manifest's HMAC-SHA256 under the shop's backup key (BACKUP_SIGNING_KEY): a file
+    anyone could have rebuilt with matching SHA-256s is not the shop's backup. A restore runs
+    the dump's SQL as the database's administrator, so only a file this shop signed is
+    restored."""
+    return hmac.new(key, manifest, hashlib.sha256).hexdigest().encode()
+
+
+def write_archive(
+    directory: Path, stem: str, manifest: Manifest, members: dict[str, Path], key: bytes
+) -> Path:
     """The backup as `directory/<stem>.tar` (or `<stem>-2.tar`... when taken), readable by its
     owner alone. It is written under a hidden name and linked into place once whole, so a
     file of that name is never half written."""
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    partial = directory / f".{stem}.tar.partial"
-    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # A name of its own (mkstemp: created, never reused, mode 0600): two backups started in
+    # the same second never write into one file.
+    descriptor, name = tempfile.mkstemp(dir=directory, prefix=f".{stem}.", suffix=".partial")
+    partial = Path(name)
     try:
         with os.fdopen(descriptor, "wb") as raw:
             with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -115,7 +130,7 @@ def write_archive(directory: Path, stem: str, manifest: Manifest, members: dict[
                     tar.add(path, arcname=name, filter=_owner_only)
                 text = manifest.model_dump_json(indent=2).encode()
                 _add_bytes(tar, MANIFEST, text)
-                _add_bytes(tar, MANIFEST_DIGEST, hashlib.sha256(text).hexdigest().encode())
+                _add_bytes(tar, MANIFEST_SIGNATURE, signature(key, text))
             raw.flush()
             os.fsync(raw.fileno())
         return _link_unused(partial, directory, stem)
@@ -148,7 +163,7 @@ def _link_unused(source: Path, directory: Path, stem: str) -> Path:
 # Reading ----------------------------------------------------------------------------------
 
 
-def unpack(path: Path, into: Path) -> Manifest:
+def unpack(path: Path, into: Path, key: bytes) -> Manifest:
     """The backup's members, unpacked into `into` and checked against its manifest: every
     member there, none else, each of its size and SHA-256. BadBackup otherwise."""
     if not path.is_file():
@@ -158,17 +173,19 @@ def unpack(path: Path, into: Path) -> Manifest:
     except (tarfile.TarError, EOFError) as exc:
         raise BadBackup(f"{path} cannot be read as a backup, it is cut short or is not one"
                         f" ({exc})") from exc
-    for name in (MANIFEST, MANIFEST_DIGEST):
+    for name in (MANIFEST, MANIFEST_SIGNATURE):
         if name not in found:
             raise BadBackup(f"{path} lacks its {name}: the file is cut short, or is not a backup")
     text = (into / MANIFEST).read_bytes()
-    if (into / MANIFEST_DIGEST).read_text().strip() != hashlib.sha256(text).hexdigest():
-        raise BadBackup(f"{path} is corrupt: its manifest does not match the manifest's SHA-256")
+    if not hmac.compare_digest((into / MANIFEST_SIGNATURE).read_bytes().strip(),
+                               signature(key, text)):
+        raise BadBackup(f"{path} is corrupt, was changed, or was signed with another key: its"
+                        " manifest does not match its signature (BACKUP_SIGNING_KEY)")
     manifest = _parse(path, text)
     if set(manifest.members) != set(CONTENTS) or set(found) != {*CONTENTS, MANIFEST,
-                                                                   MANIFEST_DIGEST}:
+                                                                   MANIFEST_SIGNATURE}:
         raise BadBackup(f"{path} holds {sorted(found)}; a backup holds"
-                        f" {sorted([*CONTENTS, MANIFEST, MANIFEST_DIGEST])}")
+                        f" {sorted([*CONTENTS, MANIFEST, MANIFEST_SIGNATURE])}")
     for name, expected in manifest.members.items():
         if found[name] != expected:
             raise BadBackup(f"{path} is corrupt: {name} is not what its manifest says"
@@ -183,8 +200,11 @@ def _unpack_members(path: Path, into: Path) -> dict[str, Member]:
     end = 0
     with tarfile.open(path, mode="r:") as tar:  # a plain tar: nothing decompressed on a guess
         for info in tar:
-            if info.name not in (*CONTENTS, MANIFEST, MANIFEST_DIGEST) or not info.isfile():
+            if info.name not in (*CONTENTS, MANIFEST, MANIFEST_SIGNATURE) or not _plain(info):
                 raise BadBackup(f"{path} holds {info.name!r}, which no backup holds")
+            # A member's data lies in the file: none can unpack to more than the file holds.
+            if info.offset_data + info.size > path.stat().st_size:
+                raise BadBackup(f"{path} is cut short: {info.name} is not whole")
             source = tar.extractfile(info)
             assert source is not None  # a regular file
             with source, (into / info.name).open("wb") as target:
@@ -193,6 +213,12 @@ def _unpack_members(path: Path, into: Path) -> dict[str, Member]:
     if found and not _ends_there(path, end):
         raise BadBackup(f"{path} is cut short: it lacks the end of the archive")
     return found
+
+
+def _plain(info: tarfile.TarInfo) -> bool:
+    """A regular file as `write_archive` writes one: no link, device or sparse member (whose
+    holes would unpack to far more than the archive holds)."""
+    return info.type in (tarfile.REGTYPE, tarfile.AREGTYPE) and info.sparse is None
 
 
 def _ends_there(path: Path, end: int) -> bool:

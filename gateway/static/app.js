@@ -37,9 +37,23 @@ function match(path) {
       return "([^/]+)";
     })}$`);
     const found = path.match(regex);
-    if (found) return { who, draw, params: Object.fromEntries(names.map((n, i) => [n, decodeURIComponent(found[i + 1])])) };
+    if (found) {
+      const params = Object.fromEntries(names.map((n, i) => [n, decoded(found[i + 1])]));
+      // An id goes into an API path: one that is not a plain id is no page of ours.
+      if (Object.values(params).every((value) => /^[0-9A-Za-z-]+$/.test(value))) {
+        return { who, draw, params };
+      }
+    }
   }
   return null;
+}
+
+function decoded(text) {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return "";
+  }
 }
 
 async function render() {
@@ -153,6 +167,7 @@ function signUp(root) {
 }
 
 function begin(value) {
+  stream.stop(); // a session signed in over another: the earlier one's stream ends here
   session.set(value);
   follow();
 }
@@ -202,10 +217,13 @@ function sessionEnded() {
   goSignIn("Your session has ended. Please sign in again.");
 }
 
+let unreadAsked = 0;
 async function refreshUnread() {
+  const asking = ++unreadAsked;
   try {
     const page = await api("GET", "/api/notifications?limit=1");
-    notifications.setUnread(page.unreadCount);
+    // Answers may arrive out of order: only the latest question's answer counts.
+    if (asking === unreadAsked) notifications.setUnread(page.unreadCount);
     return page.items[0]?.id || null;
   } catch {
     return null;

@@ -40,7 +40,9 @@ export const cart = {
 
   set(productId, quantity) {
     const state = read();
-    if (quantity > 0 && state.lines[productId]) state.lines[productId].quantity = quantity;
+    const line = state.lines[productId];
+    if (!line || line.quantity === quantity) return; // the same cart keeps its key
+    if (quantity > 0) line.quantity = quantity;
     else delete state.lines[productId];
     state.key = null;
     write(state);

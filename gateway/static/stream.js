@@ -70,10 +70,14 @@ export class NotificationStream {
   async read(body, run) {
     const reader = body.pipeThrough(new TextDecoderStream()).getReader();
     let buffer = "";
+    let carriedReturn = false; // a chunk that ended in "\r": its "\n" may start the next
     while (this.running === run) {
       const { value, done } = await reader.read();
       if (done) return;
-      buffer += value.replace(/\r\n?/g, "\n");
+      let text = (carriedReturn ? "\r" : "") + value;
+      carriedReturn = text.endsWith("\r");
+      if (carriedReturn) text = text.slice(0, -1);
+      buffer += text.replace(/\r\n?/g, "\n");
       let end;
       while ((end = buffer.indexOf("\n\n")) >= 0) {
         this.dispatch(buffer.slice(0, end));

@@ -233,3 +233,14 @@ async def test_the_keyboard_reaches_the_page_with_a_visible_focus(
     await page.keyboard.press("Enter")
     await expect(page.get_by_role("alert")).to_contain_text("password")
 
+
+
+async def test_the_api_docs_run_under_their_policy(system: System, context: BrowserContext) -> None:
+    """Swagger UI, on the front end's origin, runs with no inline script and nothing blocked."""
+    page = await context.new_page()
+    blocked: list[str] = []
+    page.on("console", lambda message: blocked.append(message.text)
+            if "Content Security Policy" in message.text else None)
+    await page.goto(f"{system.gateway_url}/api/docs")
+    await expect(page.get_by_text("/api/products/{product_id}").first).to_be_visible()
+    assert blocked == []

@@ -10,6 +10,7 @@ from aiohttp import web
 from openapi_spec_validator import validate
 
 from gateway.app import proxy
+from gateway.docs import DOCS_POLICY
 from gateway.routes import ROUTES, Access, match_route
 from shopkit.app import NOT_FROM_GATEWAY
 from shopkit.openapi import documented_routes
@@ -119,15 +120,18 @@ async def test_swagger_ui_is_served_with_its_assets_from_the_gateway(
     async with client.get("/api/docs") as response:
         assert response.status == 200
         assert response.content_type == "text/html"
+        assert response.headers["Content-Security-Policy"] == DOCS_POLICY
         page = await response.text()
     assert '"/api/openapi.json"' in page
+    assert "<script>" not in page  # no inline script: the policy runs this origin's files only
     assets = re.findall(r'(?:src|href)="([^"]+)"', page)
-    assert len(assets) >= 2
+    assert len(assets) >= 3
     for asset in assets:
-        assert asset.startswith("/api/docs/static/"), asset  # nothing from the internet
+        assert asset.startswith("/api/docs/"), asset  # nothing from the internet
         async with client.get(asset) as response:
             assert response.status == 200, asset
-            assert len(await response.read()) > 1000
+            assert response.headers["X-Content-Type-Options"] == "nosniff"
+            assert await response.read()
 
 
 async def test_a_service_describes_itself_but_still_answers_only_the_gateway(

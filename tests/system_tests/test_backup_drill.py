@@ -15,6 +15,7 @@ old token still good, new orders taken.
 import asyncio
 import os
 import re
+import secrets
 import shlex
 import subprocess
 import tarfile
@@ -119,7 +120,8 @@ async def shop(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Shop]:
     """The drill's own shop, bootstrapped, with the environment .env would give it."""
     own = await own_shop(DRILL)
     services = own.services
-    environment = {**own.environment, "BACKUP_DIR": str(tmp_path_factory.mktemp("backups"))}
+    environment = {**own.environment, "BACKUP_DIR": str(tmp_path_factory.mktemp("backups")),
+                   "BACKUP_SIGNING_KEY": secrets.token_urlsafe(32)}
     db = await asyncpg.create_pool(with_database(ADMIN_DSN, DRILL), min_size=1, max_size=2)
     assert db is not None
     yield Shop(environment, {s.schema: s for s in services}, db)
@@ -316,16 +318,27 @@ async def drill(shop: Shop, system: LaunchedSystem) -> Drill:
 
 def test_the_makefile_runs_what_the_drill_runs() -> None:
     assert _recipe("backup") == [*COMMAND, "create"]
-    assert _recipe("restore", "FILE=b.tar") == [*COMMAND, "restore", "b.tar"]
+    assert _recipe("restore", "FILE=b.tar") == [*COMMAND, "restore", "--", "b.tar"]
     assert _recipe("restore", "FILE=b.tar", "FORCE=1") == [*COMMAND, "restore", "--force",
-                                                           "b.tar"]
+                                                           "--", "b.tar"]
+    # The file's name reaches the command from the environment, as one argument: make never
+    # writes it into the shell's text, where backquotes in it would run.
+    printed = _printed("restore", "FILE=a`touch x`.tar")
+    assert '"$FILE"' in printed and "touch" not in printed
 
 
-def _recipe(target: str, *variables: str) -> list[str]:
+def _printed(target: str, *variables: str) -> str:
     """The last command `make` would run for `target` (make -n prints, runs nothing)."""
     printed = subprocess.run(["make", "-n", "--no-print-directory", target, *variables],
                              cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    return shlex.split(printed.strip().splitlines()[-1])
+    return printed.strip().splitlines()[-1]
+
+
+def _recipe(target: str, *variables: str) -> list[str]:
+    """That command's words, with FILE as the recipe's shell would expand it."""
+    given = dict(variable.split("=", 1) for variable in variables)
+    line = _printed(target, *variables).replace('"$FILE"', shlex.quote(given.get("FILE", "")))
+    return shlex.split(line)
 
 
 async def test_the_backup_is_one_file_readable_by_its_owner_alone(drill: Drill) -> None:
@@ -334,7 +347,7 @@ async def test_the_backup_is_one_file_readable_by_its_owner_alone(drill: Drill) 
     assert drill.backup.stat().st_mode & 0o777 == 0o600
     with tarfile.open(drill.backup) as tar:
         assert tar.getnames() == ["database.dump", "broker.json", "manifest.json",
-                                  "manifest.sha256"]
+                                  "manifest.hmac-sha256"]
         text = b"".join(_read(tar, name) for name in ("broker.json", "manifest.json"))
     for secret in {s.password for s in drill.shop.databases.values()} | {
             URL(component_rabbitmq_url(c)).password for c in COMPONENTS}:

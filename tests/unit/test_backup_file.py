@@ -1,7 +1,6 @@
 """The backup file (shopkit.backup): what a restore accepts, and each way a file is refused
 before anything is touched; and the shop's part of a broker's definitions."""
 
-import hashlib
 import io
 import tarfile
 from datetime import UTC, datetime
@@ -14,16 +13,19 @@ from shopkit.backup import (
     BROKER,
     DUMP,
     MANIFEST,
-    MANIFEST_DIGEST,
+    MANIFEST_SIGNATURE,
     BadBackup,
     DatabasePart,
     Manifest,
     digest_of,
+    signature,
     unpack,
     write_archive,
 )
 from shopkit.broker_access import ShopBroker, moved_to, shop_definitions
 from shopkit.topology import declared
+
+KEY = b"the shop's backup key"
 
 
 def _backup(tmp_path: Path) -> tuple[Path, Manifest]:
@@ -36,7 +38,7 @@ def _backup(tmp_path: Path) -> tuple[Path, Manifest]:
         database=DatabasePart(name="shop", schemas={"auth": "shop_auth"},
                               server_version="15.20", clock=now),
         members={name: digest_of(path) for name, path in members.items()})
-    return write_archive(tmp_path / "backups", "shop-1", manifest, members), manifest
+    return write_archive(tmp_path / "backups", "shop-1", manifest, members, KEY), manifest
 
 
 def _rewritten(source: Path, target: Path, change: dict[str, bytes | None]) -> Path:
@@ -61,7 +63,7 @@ def test_a_whole_backup_unpacks_to_what_was_written(tmp_path: Path) -> None:
     assert path.name == "shop-1.tar" and path.stat().st_mode & 0o777 == 0o600
     into = tmp_path / "into"
     into.mkdir()
-    assert unpack(path, into) == manifest
+    assert unpack(path, into, KEY) == manifest
     assert (into / DUMP).read_bytes() == (tmp_path / "dump").read_bytes()
     # A second backup of the same second gets a name of its own.
     assert _backup(tmp_path)[0].name == "shop-1-2.tar"
@@ -71,7 +73,7 @@ def _refused(path: Path, tmp_path: Path) -> str:
     into = tmp_path / "refused"
     into.mkdir(exist_ok=True)
     with pytest.raises(BadBackup) as refusal:
-        unpack(path, into)
+        unpack(path, into, KEY)
     return str(refusal.value)
 
 
@@ -82,7 +84,7 @@ def test_a_member_unlike_its_manifest_is_refused(tmp_path: Path) -> None:
                                                                                 tmp_path)
 
 
-def test_a_manifest_unlike_its_digest_is_refused(tmp_path: Path) -> None:
+def test_a_manifest_unlike_its_signature_is_refused(tmp_path: Path) -> None:
     path, _ = _backup(tmp_path)
     with tarfile.open(path) as tar:
         text = _member(tar, MANIFEST).replace(b'"shop"', b'"shop2"')
@@ -90,16 +92,26 @@ def test_a_manifest_unlike_its_digest_is_refused(tmp_path: Path) -> None:
     assert "its manifest does not match" in _refused(changed, tmp_path)
 
 
+def test_a_backup_signed_with_another_key_is_refused(tmp_path: Path) -> None:
+    """Checksums anyone could recompute prove nothing: only the shop's key signs a backup."""
+    path, _ = _backup(tmp_path)
+    with tarfile.open(path) as tar:
+        text = _member(tar, MANIFEST)
+    forged = _rewritten(path, tmp_path / "forged.tar", {
+        MANIFEST_SIGNATURE: signature(b"someone else's key", text)})
+    assert "signed with another key" in _refused(forged, tmp_path)
+
+
 def test_a_manifest_of_another_version_is_refused(tmp_path: Path) -> None:
     path, _ = _backup(tmp_path)
     with tarfile.open(path) as tar:
         text = _member(tar, MANIFEST).replace(b'"version": 1', b'"version": 2')
     changed = _rewritten(path, tmp_path / "changed.tar", {
-        MANIFEST: text, MANIFEST_DIGEST: hashlib.sha256(text).hexdigest().encode()})
+        MANIFEST: text, MANIFEST_SIGNATURE: signature(KEY, text)})
     assert "a manifest this version does not read" in _refused(changed, tmp_path)
 
 
-@pytest.mark.parametrize("left_out", [BROKER, MANIFEST_DIGEST])
+@pytest.mark.parametrize("left_out", [BROKER, MANIFEST_SIGNATURE])
 def test_a_backup_missing_a_member_is_refused(tmp_path: Path, left_out: str) -> None:
     path, _ = _backup(tmp_path)
     changed = _rewritten(path, tmp_path / "changed.tar", {left_out: None})
@@ -158,3 +170,13 @@ def test_the_shop_s_definitions_are_its_own_in_its_vhost() -> None:
     assert {item["vhost"] for key in ("queues", "bindings", "permissions", "policies")
             for item in moved[key]} == {"restored"}
     assert moved["vhosts"] == [{"name": "restored"}]
+
+
+def test_a_member_that_is_not_a_plain_file_is_refused(tmp_path: Path) -> None:
+    """A link, or a sparse member whose holes would unpack to far more than the file holds."""
+    crafted = tmp_path / "crafted.tar"
+    with tarfile.open(crafted, "w") as tar:
+        link = tarfile.TarInfo(DUMP)
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(link)
+    assert "which no backup holds" in _refused(crafted, tmp_path)
