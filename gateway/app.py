@@ -7,7 +7,7 @@ from typing import Literal
 import aiohttp
 from aiohttp import web
 
-from gateway.docs import DOCS_PATH, SPEC_PATH, add_docs
+from gateway.docs import DOCS_PATH, INIT_PATH, SPEC_PATH, add_docs
 from gateway.recent import Recent
 from gateway.revocations import TOKEN_CACHE_KEY, token_cache
 from gateway.routes import Access, match_route
@@ -64,7 +64,7 @@ OPERATIONS_PATH = "/api/admin/operations"
 
 # Answered by the gateway itself, for GET only; other methods must not reach the proxy.
 LOCAL_PATHS = frozenset(
-    {"/api/ping", SPEC_PATH, DOCS_PATH, PAGE_PATH, "/health/live", "/health/ready"}
+    {"/api/ping", SPEC_PATH, DOCS_PATH, INIT_PATH, PAGE_PATH, "/health/live", "/health/ready"}
 )
 # The same, for an admin only: other methods are 405 too, but only once the caller is admitted.
 LOCAL_ADMIN_PATHS = frozenset({OPERATIONS_PATH})
