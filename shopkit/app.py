@@ -11,9 +11,9 @@ from uuid import UUID
 from aiohttp import web
 
 from shopkit import db, errors
-from shopkit.broker import Broker, BrokerUnavailable
+from shopkit.broker import Broker
 from shopkit.consumer import Consumer, Subscription
-from shopkit.gauges import event_gauges, readiness_gauge
+from shopkit.gauges import event_gauges, messages_in, readiness_gauge
 from shopkit.health import Health, live
 from shopkit.identity import (
     IDENTITY_HEADER,
@@ -243,12 +243,7 @@ async def _outbox_backlog(pool: db.Pool, within: float) -> Backlog | None:
 
 
 async def _dead_letters(broker: Broker, queue: str) -> DeadLetterQueue:
-    try:
-        async with asyncio.timeout(PART_TIMEOUT_SECONDS):
-            messages: int | None = await broker.count_messages(queue)
-    except (BrokerUnavailable, TimeoutError):
-        messages = None
-    return DeadLetterQueue(queue=queue, messages=messages)
+    return DeadLetterQueue(queue=queue, messages=await messages_in(broker, queue))
 
 
 async def _postgres_check(pool: db.Pool) -> str:

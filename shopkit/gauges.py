@@ -39,7 +39,7 @@ def event_gauges(
             CONSUMER_RUNNING.labels(subscription.queue).set(1 if running else 0)
         broker = app[broker_key]
         counts = await asyncio.gather(*(
-            _count(broker, queue)
+            messages_in(broker, queue)
             for subscription in subscriptions
             for queue in (subscription.queue, subscription.dead_letters)
         ))
@@ -54,7 +54,9 @@ def event_gauges(
     return refresh
 
 
-async def _count(broker: Broker, queue: str) -> int | None:
+async def messages_in(broker: Broker, queue: str) -> int | None:
+    """How many messages wait in `queue`, or None when RabbitMQ cannot tell within
+    PART_TIMEOUT_SECONDS: for a scrape and for the operations panel alike."""
     try:
         async with asyncio.timeout(PART_TIMEOUT_SECONDS):
             return await broker.count_messages(queue)
